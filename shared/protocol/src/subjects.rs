@@ -1,0 +1,85 @@
+//! Every NATS subject mabeam uses, built in one place.
+//!
+//! Tokens come from validated ids ([`crate::ids`]), so a built subject never holds a wildcard.
+
+use crate::{telemetry::Service, AgentId, SessionId, TaskId};
+
+/// Users publish tasks here (JSON or MessagePack).
+pub const TASKS_SUBMIT: &str = "mabeam.tasks.submit";
+/// JetStream stream capturing [`TASKS_SUBMIT`] (work-queue retention).
+pub const TASKS_STREAM: &str = "MABEAM_TASKS";
+/// JetStream stream keeping results for replay.
+pub const RESULTS_STREAM: &str = "MABEAM_RESULTS";
+/// Every result subject.
+pub const RESULTS_ALL: &str = "mabeam.results.>";
+/// Request/reply: the result or live status of a task.
+pub const SESSIONS_GET: &str = "mabeam.sessions.get";
+
+pub const REGISTRY_REGISTER: &str = "mabeam.registry.register";
+pub const REGISTRY_DEREGISTER: &str = "mabeam.registry.deregister";
+pub const REGISTRY_HEARTBEAT: &str = "mabeam.registry.heartbeat";
+pub const REGISTRY_QUERY: &str = "mabeam.registry.query";
+/// Coordinator → registry: equivocation evidence that quarantines an agent.
+pub const REGISTRY_EVIDENCE: &str = "mabeam.registry.evidence";
+
+pub const FAULTS_INJECT: &str = "mabeam.faults.inject";
+pub const FAULTS_HEAL: &str = "mabeam.faults.heal";
+pub const FAULTS_LIST: &str = "mabeam.faults.list";
+
+/// Every event of every service.
+pub const EVENTS_ALL: &str = "mabeam.events.>";
+
+/// `mabeam.results.<task_id>`
+pub fn results(task: &TaskId) -> String {
+    format!("mabeam.results.{task}")
+}
+
+/// `mabeam.agents.<agent_id>.inbox`: proposals and session notices for one agent.
+pub fn agent_inbox(agent: &AgentId) -> String {
+    format!("mabeam.agents.{agent}.inbox")
+}
+
+/// `mabeam.agents.<agent_id>.faults`: fault commands for one agent's fault layer.
+pub fn agent_faults(agent: &AgentId) -> String {
+    format!("mabeam.agents.{agent}.faults")
+}
+
+/// `mabeam.sessions.<session_id>.votes.<agent_id>`: where an agent publishes its signed
+/// ballots for a session. Server permissions let an agent publish only on its own.
+pub fn session_votes(session: &SessionId, agent: &AgentId) -> String {
+    format!("mabeam.sessions.{session}.votes.{agent}")
+}
+
+/// `mabeam.sessions.<session_id>.votes.*`: every ballot of a session (the coordinator, and
+/// Byzantine peers, listen here).
+pub fn session_votes_all(session: &SessionId) -> String {
+    format!("mabeam.sessions.{session}.votes.*")
+}
+
+/// `mabeam.events.<service>.<kind>`
+pub fn event(service: Service, kind: &str) -> String {
+    format!("mabeam.events.{}.{kind}", service.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_have_the_documented_shape() {
+        let agent = AgentId::new("a-1").unwrap();
+        let session = SessionId::new("s-9").unwrap();
+        let task = TaskId::new("t-3").unwrap();
+        assert_eq!(results(&task), "mabeam.results.t-3");
+        assert_eq!(agent_inbox(&agent), "mabeam.agents.a-1.inbox");
+        assert_eq!(
+            session_votes(&session, &agent),
+            "mabeam.sessions.s-9.votes.a-1"
+        );
+        assert_eq!(session_votes_all(&session), "mabeam.sessions.s-9.votes.*");
+        assert_eq!(
+            event(Service::FaultInjector, "fault_injected"),
+            "mabeam.events.fault_injector.fault_injected"
+        );
+    }
+}

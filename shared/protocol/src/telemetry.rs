@@ -1,0 +1,123 @@
+//! Typed events every service publishes on `mabeam.events.<service>.<kind>`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    codec::impl_message,
+    current_version,
+    error::ErrorCode,
+    registry::AgentStatus,
+    result::{FaultReason, Status},
+    AgentId, SessionId, TaskId,
+};
+
+/// The service that emitted an event; also the second subject token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Service {
+    Registry,
+    Coordinator,
+    FaultInjector,
+    Telemetry,
+    Agent,
+}
+
+impl Service {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Registry => "registry",
+            Self::Coordinator => "coordinator",
+            Self::FaultInjector => "fault_injector",
+            Self::Telemetry => "telemetry",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    TaskAccepted {
+        task_id: TaskId,
+        algorithm: String,
+    },
+    TaskRejected {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_id: Option<TaskId>,
+        code: ErrorCode,
+        message: String,
+    },
+    SessionStarted {
+        task_id: TaskId,
+        session_id: SessionId,
+        algorithm: String,
+        participants: u32,
+    },
+    SessionFinished {
+        task_id: TaskId,
+        session_id: SessionId,
+        algorithm: String,
+        status: Status,
+        rounds: u32,
+        duration_ms: u64,
+    },
+    AlgorithmSwitched {
+        session_id: SessionId,
+        from: String,
+        to: String,
+        reason: String,
+    },
+    BallotRejected {
+        session_id: SessionId,
+        agent_id: AgentId,
+        reason: FaultReason,
+    },
+    EquivocationDetected {
+        session_id: SessionId,
+        agent_id: AgentId,
+    },
+    AgentStatusChanged {
+        agent_id: AgentId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<AgentStatus>,
+        to: AgentStatus,
+    },
+    FaultInjected {
+        fault_id: String,
+        description: String,
+    },
+    FaultHealed {
+        fault_id: String,
+    },
+}
+
+impl EventKind {
+    /// The last subject token for this event.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::TaskAccepted { .. } => "task_accepted",
+            Self::TaskRejected { .. } => "task_rejected",
+            Self::SessionStarted { .. } => "session_started",
+            Self::SessionFinished { .. } => "session_finished",
+            Self::AlgorithmSwitched { .. } => "algorithm_switched",
+            Self::BallotRejected { .. } => "ballot_rejected",
+            Self::EquivocationDetected { .. } => "equivocation_detected",
+            Self::AgentStatusChanged { .. } => "agent_status_changed",
+            Self::FaultInjected { .. } => "fault_injected",
+            Self::FaultHealed { .. } => "fault_healed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TelemetryEvent {
+    #[serde(default = "current_version")]
+    pub v: u16,
+    pub service: Service,
+    /// Emitting instance (pod or process name).
+    pub instance: String,
+    pub at_ms: u64,
+    pub event: EventKind,
+}
+
+impl_message!(TelemetryEvent => "telemetry event");
