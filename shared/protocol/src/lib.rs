@@ -24,6 +24,7 @@ pub mod telemetry;
 pub use codec::{decode, encode, ContentType, DecodeError, EncodeError, Limits, Message};
 pub use error::{ErrorCode, ErrorReply};
 pub use ids::{AgentId, IdError, SessionId, TaskId};
+pub use result::{Certificate, Outcome, Status, TaskResult};
 pub use signing::{
     verify_batch, AgentKeypair, KeyError, PublicKey, SignatureError, SignedEnvelope,
 };

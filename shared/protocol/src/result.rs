@@ -164,6 +164,9 @@ pub struct TaskResult {
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// Why there is no decision (`no_decision` and `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(default)]
     pub rounds: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -1,0 +1,172 @@
+//! Algorithms decided by one round of ballots: the choice family, ranked choice, auction,
+//! leader election and work distribution.
+
+use std::collections::BTreeMap;
+
+use mabeam_protocol::{
+    session::{Phase, RoundContext, VoteValue},
+    AgentId,
+};
+
+use super::{intake::Accepted, Ctx, Scope, StageEnd, Step};
+use crate::{
+    tally::{
+        self,
+        choice::{ChoiceCount, ChoiceRule},
+        TallyInput, Vote,
+    },
+    AlgorithmSpec,
+};
+
+#[derive(Debug)]
+pub(crate) struct SingleRound {
+    spec: AlgorithmSpec,
+    scope: Scope,
+    end_ms: u64,
+    round: u32,
+    votes: BTreeMap<AgentId, Vote>,
+    /// Choice-family rounds keep running totals so they can close as soon as the outcome
+    /// is certain instead of waiting for stragglers.
+    rule: Option<ChoiceRule>,
+}
+
+impl SingleRound {
+    pub(crate) fn new(spec: AlgorithmSpec, scope: Scope, end_ms: u64) -> Self {
+        let rule = ChoiceRule::for_spec(&spec);
+        Self {
+            spec,
+            scope,
+            end_ms,
+            round: 0,
+            votes: BTreeMap::new(),
+            rule,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &'static str {
+        self.spec.name()
+    }
+
+    pub(crate) fn start(&mut self, ctx: &mut Ctx, _now: u64) -> Step {
+        self.round = ctx.open_round(
+            self.name(),
+            Phase::Vote,
+            RoundContext::Open,
+            &self.scope,
+            self.end_ms,
+        );
+        Step::Continue
+    }
+
+    pub(crate) fn on_ballot(&mut self, ctx: &mut Ctx, now: u64, accepted: &Accepted) -> Step {
+        let agent = &accepted.agent;
+        if accepted.round != self.round || !self.scope.electorate.contains(agent) {
+            return Step::Continue;
+        }
+        let ballot = &accepted.ballot;
+        if ballot.phase != Phase::Vote {
+            ctx.refuse(
+                agent,
+                format!("{} takes vote ballots, not {:?}", self.name(), ballot.phase),
+            );
+            return Step::Continue;
+        }
+        if let Err(e) = tally::check_ballot(
+            &self.spec,
+            &ballot.value,
+            &self.scope.options,
+            &self.scope.electorate,
+        ) {
+            ctx.refuse(agent, e.0);
+            return Step::Continue;
+        }
+        self.votes.insert(
+            agent.clone(),
+            Vote {
+                agent: agent.clone(),
+                value: ballot.value.clone(),
+                confidence: ballot.confidence,
+            },
+        );
+        if self.votes.len() == self.scope.electorate.len() || self.settled() {
+            return self.close(ctx, now);
+        }
+        Step::Continue
+    }
+
+    fn count(&self, rule: &ChoiceRule) -> ChoiceCount {
+        let mut count = ChoiceCount::new(&self.scope.options, rule, &self.scope.electorate);
+        for vote in self.votes.values() {
+            let expertise = self
+                .scope
+                .electorate
+                .get(&vote.agent)
+                .map_or(0.0, |p| p.expertise);
+            let choice = match &vote.value {
+                VoteValue::Choice(c) => Some(c.as_str()),
+                _ => None,
+            };
+            count.add(choice, rule.weight(expertise, vote.confidence));
+        }
+        count
+    }
+
+    fn settled(&self) -> bool {
+        let Some(rule) = &self.rule else {
+            return false;
+        };
+        let (remaining_weight, remaining) = self
+            .scope
+            .electorate
+            .iter()
+            .filter(|p| !self.votes.contains_key(&p.id))
+            .fold((0.0, 0usize), |(w, n), p| {
+                (w + rule.max_weight(p.expertise), n + 1)
+            });
+        self.count(rule).settled(rule, remaining_weight, remaining)
+    }
+
+    pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: u64) -> Step {
+        if ctx.deadline().is_some_and(|d| now >= d) {
+            ctx.note_silent(&self.scope, |id| self.votes.contains_key(id));
+            return self.close(ctx, now);
+        }
+        Step::Continue
+    }
+
+    pub(crate) fn exclude(&mut self, ctx: &mut Ctx, now: u64, agent: &AgentId) -> Step {
+        self.votes.remove(agent);
+        // The equivocator will never vote validly again: the round may now be complete.
+        let others_done = self
+            .scope
+            .electorate
+            .iter()
+            .all(|p| self.votes.contains_key(&p.id) || ctx.intake.faulty().contains_key(&p.id));
+        if others_done {
+            return self.close(ctx, now);
+        }
+        Step::Continue
+    }
+
+    fn close(&mut self, ctx: &mut Ctx, _now: u64) -> Step {
+        let votes: Vec<Vote> = self.votes.values().cloned().collect();
+        let input = TallyInput {
+            votes: &votes,
+            options: &self.scope.options,
+            electorate: &self.scope.electorate,
+        };
+        let Some(mut result) = tally::tally_single_round(&self.spec, &input, &mut ctx.rng) else {
+            return Step::Done(StageEnd::no_decision(format!(
+                "{} is not a single-round algorithm",
+                self.name()
+            )));
+        };
+        // Tallies number their own rounds from 1 (ranked choice records each elimination
+        // round); the stage says where in a chain or pipeline the tally happened.
+        for mut record in std::mem::take(&mut result.history) {
+            record.stage = ctx.stage;
+            ctx.record(record);
+        }
+        Step::Done(StageEnd::from_tally(result))
+    }
+}

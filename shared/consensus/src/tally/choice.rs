@@ -1,0 +1,331 @@
+//! Majority, supermajority, unanimous, plurality and weighted voting over a set of options.
+//!
+//! All five are one rule: count each ballot's weight for its option, take the leader, and
+//! check the leader's share of the basis against a threshold:
+//!
+//! | algorithm     | weight                           | threshold            |
+//! |---------------|----------------------------------|----------------------|
+//! | majority      | 1                                | share > 1/2          |
+//! | supermajority | 1                                | share >= threshold   |
+//! | unanimous     | 1                                | share = 1            |
+//! | plurality     | 1                                | none (largest wins)  |
+//! | weighted      | expertise × confidence (or expertise) | share > threshold (>= with `inclusive`) |
+//!
+//! The basis is the cast weight or the whole electorate's weight (`basis`). Abstentions count
+//! towards participation but not towards the basis.
+
+use std::collections::BTreeMap;
+
+use mabeam_protocol::{result::RoundRecord, session::VoteValue, Outcome};
+
+use super::{draw, TallyInput, TallyResult, Vote, EPSILON};
+use crate::{
+    algorithm::{AlgorithmSpec, Basis, TieBreak},
+    Electorate,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Threshold {
+    pub share: f64,
+    pub inclusive: bool,
+}
+
+impl Threshold {
+    fn passes(self, share: f64) -> bool {
+        if self.inclusive {
+            share >= self.share - EPSILON
+        } else {
+            share > self.share + EPSILON
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weighting {
+    Equal,
+    Expertise,
+    ExpertiseTimesConfidence,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceRule {
+    pub algorithm: &'static str,
+    pub threshold: Option<Threshold>,
+    pub basis: Basis,
+    pub min_participation: f64,
+    pub tie_break: TieBreak,
+    pub weighting: Weighting,
+}
+
+impl ChoiceRule {
+    pub fn for_spec(spec: &AlgorithmSpec) -> Option<Self> {
+        let rule = |threshold, c: &crate::algorithm::ChoiceParams| Self {
+            algorithm: spec.name(),
+            threshold,
+            basis: c.basis,
+            min_participation: c.min_participation,
+            tie_break: c.tie_break,
+            weighting: Weighting::Equal,
+        };
+        Some(match spec {
+            AlgorithmSpec::Majority(c) => rule(
+                Some(Threshold {
+                    share: 0.5,
+                    inclusive: false,
+                }),
+                c,
+            ),
+            AlgorithmSpec::Unanimous(c) => rule(
+                Some(Threshold {
+                    share: 1.0,
+                    inclusive: true,
+                }),
+                c,
+            ),
+            AlgorithmSpec::Plurality(c) => rule(None, c),
+            AlgorithmSpec::Supermajority(p) => Self {
+                algorithm: spec.name(),
+                threshold: Some(Threshold {
+                    share: p.threshold,
+                    inclusive: true,
+                }),
+                basis: p.basis,
+                min_participation: p.min_participation,
+                tie_break: p.tie_break,
+                weighting: Weighting::Equal,
+            },
+            AlgorithmSpec::Weighted(p) => Self {
+                algorithm: spec.name(),
+                threshold: Some(Threshold {
+                    share: p.threshold,
+                    inclusive: p.inclusive,
+                }),
+                basis: p.basis,
+                min_participation: p.min_participation,
+                tie_break: p.tie_break,
+                weighting: if p.use_confidence {
+                    Weighting::ExpertiseTimesConfidence
+                } else {
+                    Weighting::Expertise
+                },
+            },
+            _ => return None,
+        })
+    }
+
+    /// The weight one ballot carries.
+    pub fn weight(&self, expertise: f64, confidence: f64) -> f64 {
+        match self.weighting {
+            Weighting::Equal => 1.0,
+            Weighting::Expertise => expertise,
+            Weighting::ExpertiseTimesConfidence => expertise * confidence.clamp(0.0, 1.0),
+        }
+    }
+
+    /// The most weight an agent who has not voted yet could add.
+    pub fn max_weight(&self, expertise: f64) -> f64 {
+        self.weight(expertise, 1.0)
+    }
+}
+
+/// Running totals of one round; sessions add ballots as they arrive and ask whether the
+/// outcome is already certain, so a round can close before its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceCount {
+    totals: BTreeMap<String, f64>,
+    cast_weight: f64,
+    /// Ballots received, abstentions included (participation).
+    ballots: usize,
+    eligible_weight: f64,
+    eligible_count: usize,
+}
+
+impl ChoiceCount {
+    pub fn new(options: &[String], rule: &ChoiceRule, electorate: &Electorate) -> Self {
+        Self {
+            totals: options.iter().map(|o| (o.clone(), 0.0)).collect(),
+            cast_weight: 0.0,
+            ballots: 0,
+            eligible_weight: electorate
+                .iter()
+                .map(|p| rule.max_weight(p.expertise))
+                .sum(),
+            eligible_count: electorate.len(),
+        }
+    }
+
+    /// Counts a ballot; `None` is an abstention. Unknown options are ignored (callers check
+    /// ballots with `check_ballot` first).
+    pub fn add(&mut self, choice: Option<&str>, weight: f64) {
+        self.ballots += 1;
+        if let Some(total) = choice.and_then(|c| self.totals.get_mut(c)) {
+            *total += weight;
+            self.cast_weight += weight;
+        }
+    }
+
+    fn needed_ballots(&self, rule: &ChoiceRule) -> usize {
+        ((rule.min_participation * self.eligible_count as f64) - EPSILON)
+            .ceil()
+            .max(0.0) as usize
+    }
+
+    fn base(&self, rule: &ChoiceRule, extra_cast: f64) -> f64 {
+        match rule.basis {
+            Basis::Cast => self.cast_weight + extra_cast,
+            Basis::Eligible => self.eligible_weight,
+        }
+    }
+
+    /// Leader, runner-up totals (ties resolved later).
+    fn top_two(&self) -> (f64, f64) {
+        let mut first = 0.0f64;
+        let mut second = 0.0f64;
+        for &t in self.totals.values() {
+            if t > first {
+                second = first;
+                first = t;
+            } else if t > second {
+                second = t;
+            }
+        }
+        (first, second)
+    }
+
+    /// True when no ballots still to come (at most `remaining_weight` and `remaining_ballots`
+    /// of them) can change whether and what this round decides.
+    pub fn settled(
+        &self,
+        rule: &ChoiceRule,
+        remaining_weight: f64,
+        remaining_ballots: usize,
+    ) -> bool {
+        if remaining_ballots == 0 {
+            return true;
+        }
+        let needed = self.needed_ballots(rule);
+        let participation_sure = self.ballots >= needed;
+        let participation_possible = self.ballots + remaining_ballots >= needed;
+        if !participation_possible {
+            return true;
+        }
+        let (first, second) = self.top_two();
+        let lead_is_safe = first - second > remaining_weight + EPSILON;
+        match rule.threshold {
+            None => participation_sure && lead_is_safe,
+            Some(threshold) => {
+                let worst_base = self.base(rule, remaining_weight);
+                let sure_pass = participation_sure
+                    && lead_is_safe
+                    && worst_base > 0.0
+                    && threshold.passes(first / worst_base);
+                let best_base = self.base(rule, remaining_weight);
+                let any_can_pass = best_base > 0.0
+                    && self
+                        .totals
+                        .values()
+                        .any(|&t| threshold.passes((t + remaining_weight) / best_base));
+                sure_pass || !any_can_pass
+            }
+        }
+    }
+
+    /// The round's result with the ballots counted so far.
+    pub fn decide<R: rand::RngCore>(&self, rule: &ChoiceRule, rng: &mut R) -> TallyResult {
+        let record = RoundRecord {
+            round: 1,
+            algorithm: rule.algorithm.to_owned(),
+            counted: u32::try_from(self.ballots).unwrap_or(u32::MAX),
+            tally: self.totals.clone(),
+            ..RoundRecord::default()
+        };
+        let needed = self.needed_ballots(rule);
+        if self.ballots < needed {
+            return TallyResult::undecided(
+                format!(
+                    "{} of {} agents voted; min_participation needs {needed}",
+                    self.ballots, self.eligible_count
+                ),
+                vec![record],
+            );
+        }
+        let (first, _) = self.top_two();
+        if first <= 0.0 {
+            return TallyResult::undecided("no option received any weight", vec![record]);
+        }
+        let tied: Vec<&String> = self
+            .totals
+            .iter()
+            .filter(|(_, &t)| (first - t).abs() <= EPSILON)
+            .map(|(o, _)| o)
+            .collect();
+        let winner = if tied.len() == 1 {
+            tied.first().copied()
+        } else {
+            match rule.tie_break {
+                TieBreak::None => None,
+                TieBreak::Lexicographic => tied.first().copied(),
+                TieBreak::Random => draw(&tied, rng).copied(),
+            }
+        };
+        let Some(winner) = winner else {
+            let names: Vec<&str> = tied.iter().map(|s| s.as_str()).collect();
+            return TallyResult::undecided(
+                format!("tie between {}", names.join(", ")),
+                vec![record],
+            );
+        };
+        let base = self.base(rule, 0.0);
+        let support = if base > 0.0 { first / base } else { 0.0 };
+        if let Some(threshold) = rule.threshold {
+            if !threshold.passes(support) {
+                let op = if threshold.inclusive { ">=" } else { ">" };
+                return TallyResult::undecided(
+                    format!(
+                        "{winner:?} has {support:.4} of the {basis} weight; {alg} needs {op} {t:.4}",
+                        basis = match rule.basis {
+                            Basis::Cast => "cast",
+                            Basis::Eligible => "eligible",
+                        },
+                        alg = rule.algorithm,
+                        t = threshold.share
+                    ),
+                    vec![record],
+                );
+            }
+        }
+        TallyResult::decided(
+            Outcome::Choice {
+                choice: winner.clone(),
+                support,
+                tally: self.totals.clone(),
+            },
+            vec![record],
+        )
+    }
+}
+
+/// Tallies all `input.votes` at once.
+pub fn tally<R: rand::RngCore>(
+    input: &TallyInput<'_>,
+    rule: &ChoiceRule,
+    rng: &mut R,
+) -> TallyResult {
+    let mut count = ChoiceCount::new(input.options, rule, input.electorate);
+    for Vote {
+        agent,
+        value,
+        confidence,
+    } in input.votes
+    {
+        let Some(expertise) = input.electorate.get(agent).map(|p| p.expertise) else {
+            continue;
+        };
+        let choice = match value {
+            VoteValue::Choice(c) => Some(c.as_str()),
+            _ => None,
+        };
+        count.add(choice, rule.weight(expertise, *confidence));
+    }
+    count.decide(rule, rng)
+}
