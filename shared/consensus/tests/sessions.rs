@@ -1,5 +1,7 @@
 //! Sessions driven by hand: the documented behaviour of each machine on small, readable
 //! inputs. The seeded simulation (`simulation.rs`) covers the same machines under faults.
+// clippy.toml's test allowances do not reach helper functions of integration tests.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mabeam_consensus::{
     replica::{ByzantineReplica, ReplicaEffect},
@@ -173,10 +175,10 @@ fn weighted_vote_follows_expertise_times_confidence() {
         panic!("{d:?}")
     };
     assert_eq!(choice, "A");
-    // The expert's 4.5 cannot be overturned by the other two's at most 2.0, so the round
-    // closed on the first ballot; support is measured over the ballots counted by then.
-    assert_eq!(d.history[0].counted, 1);
-    assert!((support - 1.0).abs() < 1e-9);
+    // The expert's 4.5 cannot be overturned by the others' at most 2.0, so the round closed
+    // as soon as min_participation (2 of 3) was met; support is over the ballots counted.
+    assert_eq!(d.history[0].counted, 2);
+    assert!((support - 4.5 / 5.5).abs() < 1e-9);
 }
 
 #[test]
@@ -215,14 +217,20 @@ fn forged_replayed_and_equivocating_ballots_are_refused() {
         fleet.electorate(|_| 1.0),
     );
     let mut forged = fleet.ballot(0, 1, 1, Phase::Vote, choice("A"), 1.0);
-    forged.payload = Ballot::new(Phase::Vote, choice("B"), 1.0)
-        .pipe(|b| mabeam_protocol::encode(mabeam_protocol::ContentType::MsgPack, &b).unwrap());
+    let tampered = Ballot::new(Phase::Vote, choice("B"), 1.0);
+    forged.payload =
+        mabeam_protocol::encode(mabeam_protocol::ContentType::MsgPack, &tampered).unwrap();
     s.handle_envelope(T0 + 1, forged);
     let mut other_session = fleet.ballot(1, 1, 1, Phase::Vote, choice("A"), 1.0);
     other_session.session = SessionId::new("s0").unwrap();
     s.handle_envelope(T0 + 1, other_session);
     s.handle_envelope(T0 + 1, fleet.ballot(2, 1, 1, Phase::Vote, choice("A"), 1.0));
     s.handle_envelope(T0 + 2, fleet.ballot(2, 1, 2, Phase::Vote, choice("B"), 1.0));
+    // fleet.ballot seals whatever confidence it is given, NaN included.
+    s.handle_envelope(
+        T0 + 2,
+        fleet.ballot(3, 1, 1, Phase::Vote, choice("A"), f64::NAN),
+    );
     let effects = drain(&mut s);
     let reasons: Vec<FaultReason> = effects
         .iter()
@@ -233,7 +241,11 @@ fn forged_replayed_and_equivocating_ballots_are_refused() {
         .collect();
     assert_eq!(
         reasons,
-        vec![FaultReason::InvalidSignature, FaultReason::Replay]
+        vec![
+            FaultReason::InvalidSignature,
+            FaultReason::Replay,
+            FaultReason::MalformedBallot
+        ]
     );
     let evidence = effects
         .iter()
@@ -244,13 +256,6 @@ fn forged_replayed_and_equivocating_ballots_are_refused() {
         .expect("equivocation evidence");
     assert!(evidence.verify(&fleet.keys[2].public_key(), &Limits::default()));
 }
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
 
 /// Runs a byzantine session where every agent is an honest replica preferring `prefs[i]`,
 /// delivering every ballot to everyone, in order.

@@ -25,6 +25,8 @@ pub enum KeyError {
     Length(usize),
     #[error("bytes are not a valid ed25519 public key (not a curve point)")]
     InvalidPoint,
+    #[error("public key has small order; such keys let one signature verify for many messages")]
+    WeakKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -59,8 +61,13 @@ fn decode_key_text(text: &str) -> Result<[u8; 32], KeyError> {
 pub struct PublicKey([u8; 32]);
 
 impl PublicKey {
+    /// Refuses non-points and small-order points, so that every key in the system is safe
+    /// for batch verification (which, unlike `verify_strict`, does not check key order).
     pub fn from_bytes(bytes: [u8; 32]) -> Result<Self, KeyError> {
-        VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPoint)?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|_| KeyError::InvalidPoint)?;
+        if key.is_weak() {
+            return Err(KeyError::WeakKey);
+        }
         Ok(Self(bytes))
     }
 
@@ -311,8 +318,8 @@ impl SignedEnvelope {
 /// Verifies many envelopes at once, which costs about half of verifying them one by one.
 ///
 /// On failure the batch says nothing about which envelope is bad; callers that need to know
-/// fall back to [`SignedEnvelope::verify`] per envelope. Batch verification is not "strict":
-/// a caller that must refuse small-order keys checks keys on registration, as the registry does.
+/// fall back to [`SignedEnvelope::verify`] per envelope. Batch verification does not check
+/// key order as `verify_strict` does; [`PublicKey`] refuses small-order keys on construction.
 pub fn verify_batch(items: &[(&SignedEnvelope, &PublicKey)]) -> Result<(), SignatureError> {
     let mut messages = Vec::with_capacity(items.len());
     let mut signatures = Vec::with_capacity(items.len());
@@ -408,6 +415,10 @@ mod tests {
         assert_eq!(PublicKey::parse(&pk.to_base64()).unwrap(), pk);
         assert_eq!(PublicKey::parse("not a key!"), Err(KeyError::Encoding));
         assert_eq!(PublicKey::parse("AAAA"), Err(KeyError::Length(3)));
+        // The identity point: a valid encoding of a small-order point.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert_eq!(PublicKey::from_bytes(identity), Err(KeyError::WeakKey));
         let sk = keypair(7);
         assert_eq!(
             AgentKeypair::parse_secret(&sk.secret_hex())

@@ -1,5 +1,12 @@
 //! Decoding hostile input: every decoder returns a typed `DecodeError` for garbage, truncated,
 //! oversized, wrong-version and tampered input, and never panics.
+//!
+//! Two tests are ignored because they document bugs (see their comments): MessagePack
+//! accepts trailing bytes, and debug builds overflow a 2 MiB stack on deeply nested
+//! MessagePack.
+
+// Test code: clippy.toml's allow-*-in-tests does not reach helpers outside `#[test]` fns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -376,7 +383,7 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
             flap_ms: Some(p.n),
         },
         _ => FaultKind::Link {
-            link: if p.n % 2 == 0 {
+            link: if p.n.is_multiple_of(2) {
                 Link::Nats
             } else {
                 Link::Redis
@@ -553,8 +560,8 @@ fn apply(bytes: &mut Vec<u8>, mutation: &Mutation) {
     }
 }
 
-/// A decode outcome every hostile input may produce: a message of this build's version, or
-/// a typed error other than the ones the caller's setup excludes.
+/// The outcomes allowed for hostile input under the size limit: a message of this build's
+/// version, `Malformed`, `UnsupportedVersion`, or `Empty` for empty input.
 fn check_outcome(
     kind: &str,
     bytes: &[u8],
@@ -610,7 +617,10 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    // Each case decodes every prefix of 40 encodings, so few cases keep the debug run short;
+    // the enum variants the samples pick vary between runs (every variant is covered on
+    // each run by the round-trip properties in roundtrip.rs).
+    #![proptest_config(ProptestConfig::with_cases(8))]
 
     #[test]
     fn truncated_messages_give_typed_errors(p in params()) {
@@ -823,35 +833,29 @@ fn bit_flipped_signed_envelope_fails_verify() {
     let original = ENVELOPES[0].clone();
     original.verify(&key).unwrap();
     let mut checked = 0;
-    // Every bit of the signed fields and the signature.
-    for field in 0..2 {
-        let len = if field == 0 {
-            original.payload.len()
-        } else {
-            original.signature.len()
-        };
-        for byte in 0..len {
-            for bit in (0..8).step_by(3) {
-                let mut tampered = original.clone();
-                let target = if field == 0 {
-                    &mut tampered.payload
-                } else {
-                    &mut tampered.signature
-                };
-                target[byte] ^= 1 << bit;
-                assert!(
-                    tampered.verify(&key).is_err(),
-                    "field {field} byte {byte} bit {bit}"
-                );
-                checked += 1;
-            }
+    // Payload and signature, one bit per byte, rotating through the bit positions
+    // (verification is slow in debug builds; the header fields are covered by the unit tests).
+    let fields: [fn(&mut SignedEnvelope) -> &mut Vec<u8>; 2] =
+        [|e| &mut e.payload, |e| &mut e.signature];
+    for (field, target) in fields.iter().enumerate() {
+        for byte in 0..target(&mut original.clone()).len() {
+            let mut tampered = original.clone();
+            target(&mut tampered)[byte] ^= 1 << (byte % 8);
+            assert!(tampered.verify(&key).is_err(), "field {field} byte {byte}");
+            checked += 1;
         }
     }
     // Bits flipped on the wire: whatever still decodes must not verify unless it decoded to
     // the very same envelope.
     for content_type in BOTH {
         let bytes = encode(content_type, &original).unwrap();
-        for byte in 0..bytes.len() {
+        // JSON spells the byte fields as long arrays of numbers: every fifth byte suffices.
+        let step = if content_type == ContentType::Json {
+            5
+        } else {
+            1
+        };
+        for byte in (0..bytes.len()).step_by(step) {
             let mut flipped = bytes.clone();
             flipped[byte] ^= 1 << (byte % 8);
             if let Ok(decoded) =
@@ -868,4 +872,119 @@ fn bit_flipped_signed_envelope_fails_verify() {
         }
     }
     assert!(checked > 100, "only {checked} tampered envelopes checked");
+}
+
+/// MessagePack `{"algorithm": "m", "participants": {"all": true}, <field>: [[[...nil...]]]}`
+/// with `depth` nested arrays, as a TaskSubmission (`field` = "proposal", a JSON value) or
+/// with an unknown field every decoder must skip.
+fn nested_msgpack_task(field: &str, depth: usize) -> Vec<u8> {
+    let mut bytes = vec![0x83];
+    for s in ["algorithm", "m", "participants"] {
+        bytes.extend(rmp_serde::to_vec(s).unwrap());
+    }
+    bytes.push(0x81);
+    bytes.extend(rmp_serde::to_vec("all").unwrap());
+    bytes.push(0xc3);
+    bytes.extend(rmp_serde::to_vec(field).unwrap());
+    bytes.extend(std::iter::repeat_n(0x91, depth)); // fixarray of one element
+    bytes.push(0xc0); // nil
+    bytes
+}
+
+/// Runs `f` on a thread with `stack` bytes of stack and returns its result.
+fn on_stack<R: Send + 'static>(stack: usize, f: impl FnOnce() -> R + Send + 'static) -> R {
+    std::thread::Builder::new()
+        .stack_size(stack)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+#[test]
+fn deeply_nested_input_is_refused_as_malformed() {
+    // A big stack so that this test checks the depth limits, not the stack size (for that
+    // see `nesting_up_to_the_msgpack_depth_limit_fits_a_2_mib_stack`).
+    on_stack(64 << 20, || {
+        for depth in [5_000, 100_000] {
+            for field in ["proposal", "unknown_field"] {
+                let bytes = nested_msgpack_task(field, depth);
+                for (kind, outcome) in
+                    decode_with_every_decoder(ContentType::MsgPack, &bytes, &Limits::default())
+                {
+                    assert!(
+                        matches!(outcome, Err(DecodeError::Malformed { .. })),
+                        "msgpack {field} depth {depth} {kind}: {outcome:?}"
+                    );
+                }
+            }
+            let json = format!(
+                r#"{{"algorithm": "m", "participants": {{"all": true}}, "proposal": {}{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            );
+            let task =
+                decode::<TaskSubmission>(ContentType::Json, json.as_bytes(), &Limits::default());
+            assert!(
+                matches!(task, Err(DecodeError::Malformed { .. })),
+                "json depth {depth}: {task:?}"
+            );
+            // serde_json skips unknown fields without recursing, so decoders of messages
+            // with only optional fields (agent query, fault heal) may accept the body.
+            for (kind, outcome) in
+                decode_with_every_decoder(ContentType::Json, json.as_bytes(), &Limits::default())
+            {
+                check_outcome(kind, json.as_bytes(), &outcome).unwrap();
+            }
+        }
+    });
+}
+
+/// BUG (reported): rmp_serde's default depth limit is 1024. Decoding a ~1 KiB MessagePack
+/// task nested just below it needs about 3-4 MiB of stack in a debug build, so it aborts a
+/// process whose decoding thread has a 2 MiB stack (Rust's spawned-thread and tokio worker
+/// default); a release build needs 256-512 KiB. Ignored in debug builds because a stack
+/// overflow aborts the whole test binary; runs under `cargo test --release`. Fix: decode
+/// MessagePack with `rmp_serde::Deserializer::set_max_depth(128)` (serde_json's limit).
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "BUG: debug builds overflow a 2 MiB stack on msgpack nested ~1000 deep"
+)]
+fn nesting_up_to_the_msgpack_depth_limit_fits_a_2_mib_stack() {
+    for field in ["proposal", "unknown_field"] {
+        let bytes = nested_msgpack_task(field, 1020);
+        let outcomes = on_stack(2 << 20, move || {
+            decode_with_every_decoder(ContentType::MsgPack, &bytes, &Limits::default())
+        });
+        for (kind, outcome) in outcomes {
+            check_outcome(kind, b"x", &outcome).unwrap();
+        }
+    }
+}
+
+/// BUG (reported): `rmp_serde::from_slice` ignores bytes after the first value, so a
+/// MessagePack body with trailing garbage decodes as if the garbage were absent, while JSON
+/// refuses it ("trailing characters"). Fix: decode with `rmp_serde::Deserializer::new(
+/// Cursor::new(bytes))` and refuse when `position() != bytes.len()`.
+#[test]
+#[ignore = "BUG: msgpack decoding accepts trailing bytes after the message"]
+fn trailing_bytes_after_a_message_are_refused() {
+    let params = Params {
+        id: "a".into(),
+        text: "t".into(),
+        n: 1,
+        x: 0.5,
+    };
+    for (content_type, kind, mut bytes) in encoded_samples(&params) {
+        bytes.extend_from_slice(b"\x00 ");
+        let outcome = decode_with_every_decoder(content_type, &bytes, &Limits::default())
+            .into_iter()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, outcome)| outcome);
+        assert!(
+            matches!(outcome, Some(Err(DecodeError::Malformed { .. }))),
+            "{content_type:?} {kind} with trailing bytes: {outcome:?}"
+        );
+    }
 }

@@ -4,6 +4,9 @@
 //! the `const _` exhaustiveness guards below fail to compile when a variant is added without
 //! a strategy for it.
 
+// Test code: clippy.toml's allow-*-in-tests does not reach helpers outside `#[test]` fns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::LazyLock;
@@ -1123,6 +1126,12 @@ proptest! {
     fn telemetry_event_roundtrips_in_msgpack_and_json(message in telemetry_event()) {
         assert_roundtrips(&message)?;
     }
+
+}
+
+proptest! {
+    // Sealing and verifying are slow in debug builds; 64 cases keep the run short.
+    #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
     fn signed_envelope_roundtrips_in_msgpack_and_json_and_still_verifies(

@@ -160,6 +160,7 @@ impl Adaptive {
                 self.pressure_fired = true;
                 let elapsed = now.saturating_sub(ctx.started_ms);
                 let total = self.end_ms.saturating_sub(ctx.started_ms).max(1);
+                let before = self.index;
                 let step = self.switch(
                     ctx,
                     now,
@@ -169,7 +170,9 @@ impl Adaptive {
                         self.params.time_pressure
                     ),
                 );
-                if !matches!(step, Step::Continue) || self.index > 0 {
+                // Without a switch (already on the last algorithm) the timer may also be
+                // the running round's deadline: fall through to it.
+                if self.index != before || matches!(step, Step::Done(_)) {
                     return step;
                 }
             }

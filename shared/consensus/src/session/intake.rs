@@ -175,6 +175,14 @@ impl Intake {
             Ok(b) => b,
             Err(e) => return self.reject(&agent, FaultReason::MalformedBallot, e.to_string()),
         };
+        if !(0.0..=1.0).contains(&ballot.confidence) {
+            // NaN fails the range check too: one NaN would poison every weighted total.
+            return self.reject(
+                &agent,
+                FaultReason::MalformedBallot,
+                format!("confidence {} is outside [0, 1]", ballot.confidence),
+            );
+        }
         let slot = (envelope.round, ballot.phase, agent.clone());
         if let Some(first) = self.slots.get(&slot) {
             if first.payload == envelope.payload {

@@ -291,7 +291,7 @@ impl Ctx {
     }
 
     /// Marks members of `scope` that did not answer a round that closed on its deadline.
-    pub(crate) fn note_silent<'a>(&mut self, scope: &Scope, answered: impl Fn(&AgentId) -> bool) {
+    pub(crate) fn note_silent(&mut self, scope: &Scope, answered: impl Fn(&AgentId) -> bool) {
         for id in scope.electorate.iter().map(|p| &p.id) {
             if !answered(id) {
                 self.silent.insert(id.clone());

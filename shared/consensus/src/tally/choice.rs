@@ -118,6 +118,8 @@ impl ChoiceRule {
         match self.weighting {
             Weighting::Equal => 1.0,
             Weighting::Expertise => expertise,
+            // NaN confidence counts as 0 (clamp would keep it NaN).
+            Weighting::ExpertiseTimesConfidence if confidence.is_nan() => 0.0,
             Weighting::ExpertiseTimesConfidence => expertise * confidence.clamp(0.0, 1.0),
         }
     }
@@ -214,17 +216,18 @@ impl ChoiceCount {
         match rule.threshold {
             None => participation_sure && lead_is_safe,
             Some(threshold) => {
-                let worst_base = self.base(rule, remaining_weight);
+                // With every remaining ballot cast, the base is the same whoever gets them:
+                // the worst case for the leader and the best case for any other option.
+                let base = self.base(rule, remaining_weight);
                 let sure_pass = participation_sure
                     && lead_is_safe
-                    && worst_base > 0.0
-                    && threshold.passes(first / worst_base);
-                let best_base = self.base(rule, remaining_weight);
-                let any_can_pass = best_base > 0.0
+                    && base > 0.0
+                    && threshold.passes(first / base);
+                let any_can_pass = base > 0.0
                     && self
                         .totals
                         .values()
-                        .any(|&t| threshold.passes((t + remaining_weight) / best_base));
+                        .any(|&t| threshold.passes((t + remaining_weight) / base));
                 sure_pass || !any_can_pass
             }
         }
