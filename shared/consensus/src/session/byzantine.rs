@@ -191,7 +191,7 @@ impl Byzantine {
     }
 
     pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: u64) -> Step {
-        if !ctx.deadline().is_some_and(|d| now >= d) {
+        if !ctx.round_due(now) {
             return Step::Continue;
         }
         ctx.note_silent(&self.scope, |id| {

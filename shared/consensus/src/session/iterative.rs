@@ -117,7 +117,7 @@ impl Iterative {
     }
 
     pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: u64) -> Step {
-        if ctx.deadline().is_some_and(|d| now >= d) {
+        if ctx.round_due(now) {
             ctx.note_silent(&self.scope, |id| self.values.contains_key(id));
             return self.close(ctx, now);
         }
@@ -283,7 +283,7 @@ impl Negotiation {
     }
 
     pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: u64) -> Step {
-        if ctx.deadline().is_some_and(|d| now >= d) {
+        if ctx.round_due(now) {
             ctx.note_silent(&self.scope, |id| self.offers.contains_key(id));
             return self.close(ctx, now);
         }

@@ -290,6 +290,11 @@ impl Ctx {
         self.open.map(|o| o.deadline_ms)
     }
 
+    /// Whether the open round's deadline has come (timers may fire early or twice).
+    pub(crate) fn round_due(&self, now: u64) -> bool {
+        self.deadline().is_some_and(|d| now >= d)
+    }
+
     /// Marks members of `scope` that did not answer a round that closed on its deadline.
     pub(crate) fn note_silent(&mut self, scope: &Scope, answered: impl Fn(&AgentId) -> bool) {
         for id in scope.electorate.iter().map(|p| &p.id) {
@@ -297,6 +302,19 @@ impl Ctx {
                 self.silent.insert(id.clone());
             }
         }
+    }
+
+    /// Whether every member of `scope` has answered or been caught misbehaving, so waiting
+    /// longer cannot bring another countable ballot.
+    pub(crate) fn nothing_more_to_come(
+        &self,
+        scope: &Scope,
+        answered: impl Fn(&AgentId) -> bool,
+    ) -> bool {
+        scope
+            .electorate
+            .iter()
+            .all(|p| answered(&p.id) || self.intake.faulty().contains_key(&p.id))
     }
 
     /// Refuses a ballot the algorithm cannot count.

@@ -127,7 +127,7 @@ impl SingleRound {
     }
 
     pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: u64) -> Step {
-        if ctx.deadline().is_some_and(|d| now >= d) {
+        if ctx.round_due(now) {
             ctx.note_silent(&self.scope, |id| self.votes.contains_key(id));
             return self.close(ctx, now);
         }
@@ -137,11 +137,7 @@ impl SingleRound {
     pub(crate) fn exclude(&mut self, ctx: &mut Ctx, now: u64, agent: &AgentId) -> Step {
         self.votes.remove(agent);
         // The equivocator will never vote validly again: the round may now be complete.
-        let others_done = self
-            .scope
-            .electorate
-            .iter()
-            .all(|p| self.votes.contains_key(&p.id) || ctx.intake.faulty().contains_key(&p.id));
+        let others_done = ctx.nothing_more_to_come(&self.scope, |id| self.votes.contains_key(id));
         if others_done {
             return self.close(ctx, now);
         }
