@@ -167,9 +167,26 @@ struct VersionProbe {
     v: Option<u16>,
 }
 
+/// Deepest nesting accepted, as serde_json's own limit: rmp-serde's default (1024) lets a
+/// 1 KiB message exhaust a 2 MiB thread stack in a debug build.
+const MAX_MSGPACK_DEPTH: usize = 128;
+
 fn decode_as<T: DeserializeOwned>(content_type: ContentType, bytes: &[u8]) -> Result<T, String> {
     match content_type {
-        ContentType::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+        ContentType::MsgPack => {
+            let mut de = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+            de.set_max_depth(MAX_MSGPACK_DEPTH);
+            let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+            // A body is exactly one message, as JSON decoding insists too.
+            let consumed = de.position();
+            if consumed != bytes.len() as u64 {
+                return Err(format!(
+                    "{} trailing byte(s) after the message",
+                    bytes.len() as u64 - consumed
+                ));
+            }
+            Ok(value)
+        }
         ContentType::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
     }
 }

@@ -33,8 +33,13 @@ pub struct TaskSubmission {
 impl_message!(TaskSubmission => "task submission");
 
 /// Who takes part in a session.
+///
+/// Parsed through [`ParticipantFields`] rather than `#[serde(untagged)]`, so that a bad agent
+/// id or a mixed-up selector gets an error naming the problem instead of "did not match any
+/// variant".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
+#[serde(try_from = "ParticipantFields")]
 pub enum ParticipantSelector {
     /// `{"agents": ["a1", "a2"]}`
     Agents { agents: Vec<AgentId> },
@@ -47,4 +52,40 @@ pub enum ParticipantSelector {
     },
     /// `{"all": true}`: every active agent.
     All { all: bool },
+}
+
+/// The union of every selector's fields, as they arrive on the wire.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantFields {
+    #[serde(default)]
+    agents: Option<Vec<AgentId>>,
+    #[serde(default)]
+    capability: Option<String>,
+    #[serde(default)]
+    count: Option<u32>,
+    #[serde(default)]
+    all: Option<bool>,
+}
+
+impl TryFrom<ParticipantFields> for ParticipantSelector {
+    type Error = String;
+
+    fn try_from(f: ParticipantFields) -> Result<Self, String> {
+        match (f.agents, f.capability, f.count, f.all) {
+            (Some(agents), None, None, None) => Ok(Self::Agents { agents }),
+            (None, Some(capability), count, None) => Ok(Self::Capability { capability, count }),
+            (None, None, None, Some(all)) => Ok(Self::All { all }),
+            (None, None, None, None) => Err(
+                "participants must name agents, a capability or all: {\"agents\": [...]}, \
+                 {\"capability\": \"x\", \"count\": n} or {\"all\": true}"
+                    .into(),
+            ),
+            _ => Err(
+                "participants must use exactly one of agents, capability (with an optional \
+                      count) or all"
+                    .into(),
+            ),
+        }
+    }
 }

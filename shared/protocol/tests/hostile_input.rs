@@ -1,9 +1,5 @@
 //! Decoding hostile input: every decoder returns a typed `DecodeError` for garbage, truncated,
 //! oversized, wrong-version and tampered input, and never panics.
-//!
-//! Two tests are ignored because they document bugs (see their comments): MessagePack
-//! accepts trailing bytes, and debug builds overflow a 2 MiB stack on deeply nested
-//! MessagePack.
 
 // Test code: clippy.toml's allow-*-in-tests does not reach helpers outside `#[test]` fns.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -820,11 +816,24 @@ fn dotted_id_in_json_task_is_malformed_and_names_the_character() {
 
 #[test]
 fn dotted_agent_id_in_participants_is_malformed() {
-    // The selector is an untagged enum, so serde reports only that no variant matched; the
-    // message is still refused as malformed rather than accepted with a bad id.
     let bytes = br#"{"algorithm": "majority", "participants": {"agents": ["ok", "x.y"]}}"#;
     let err = decode::<TaskSubmission>(ContentType::Json, bytes, &Limits::default()).unwrap_err();
     assert!(matches!(err, DecodeError::Malformed { .. }), "{err:?}");
+    assert!(err.to_string().contains("contains '.'"), "{err}");
+}
+
+#[test]
+fn mixed_or_empty_participant_selectors_say_what_is_expected() {
+    for (body, needle) in [
+        (r#"{"agents": ["a"], "all": true}"#, "exactly one of"),
+        (r#"{}"#, "must name agents"),
+        (r#"{"everyone": true}"#, "unknown field"),
+    ] {
+        let task = format!(r#"{{"algorithm": "majority", "participants": {body}}}"#);
+        let err = decode::<TaskSubmission>(ContentType::Json, task.as_bytes(), &Limits::default())
+            .unwrap_err();
+        assert!(err.to_string().contains(needle), "{body}: {err}");
+    }
 }
 
 #[test]
@@ -940,17 +949,9 @@ fn deeply_nested_input_is_refused_as_malformed() {
     });
 }
 
-/// BUG (reported): rmp_serde's default depth limit is 1024. Decoding a ~1 KiB MessagePack
-/// task nested just below it needs about 3-4 MiB of stack in a debug build, so it aborts a
-/// process whose decoding thread has a 2 MiB stack (Rust's spawned-thread and tokio worker
-/// default); a release build needs 256-512 KiB. Ignored in debug builds because a stack
-/// overflow aborts the whole test binary; runs under `cargo test --release`. Fix: decode
-/// MessagePack with `rmp_serde::Deserializer::set_max_depth(128)` (serde_json's limit).
+/// rmp_serde's default depth limit (1024) let a ~1 KiB MessagePack task overflow a 2 MiB
+/// stack (spawned threads, tokio workers) in a debug build; the codec caps depth at 128.
 #[test]
-#[cfg_attr(
-    debug_assertions,
-    ignore = "BUG: debug builds overflow a 2 MiB stack on msgpack nested ~1000 deep"
-)]
 fn nesting_up_to_the_msgpack_depth_limit_fits_a_2_mib_stack() {
     for field in ["proposal", "unknown_field"] {
         let bytes = nested_msgpack_task(field, 1020);
@@ -963,12 +964,8 @@ fn nesting_up_to_the_msgpack_depth_limit_fits_a_2_mib_stack() {
     }
 }
 
-/// BUG (reported): `rmp_serde::from_slice` ignores bytes after the first value, so a
-/// MessagePack body with trailing garbage decodes as if the garbage were absent, while JSON
-/// refuses it ("trailing characters"). Fix: decode with `rmp_serde::Deserializer::new(
-/// Cursor::new(bytes))` and refuse when `position() != bytes.len()`.
+/// A body is exactly one message: trailing bytes are refused in MessagePack as in JSON.
 #[test]
-#[ignore = "BUG: msgpack decoding accepts trailing bytes after the message"]
 fn trailing_bytes_after_a_message_are_refused() {
     let params = Params {
         id: "a".into(),

@@ -940,64 +940,8 @@ prop_compose! {
 // ---------------------------------------------------------------------------------------------
 // The properties.
 
-/// Whether this build's serde_json parses every finite f64 back to the exact value it printed.
-///
-/// BUG (reported to the lead, not fixed here since it is a dependency setting): the workspace
-/// depends on `serde_json` without its `float_roundtrip` feature, so JSON decoding is
-/// "best effort" for floats and lands a few ULPs off for many values (measured over 2M random
-/// finite bit patterns: 29% off by one ULP, 0.2% by two, none by more; exact with the
-/// feature), e.g.
-/// `Ballot { value: Bid(-2.0378765078170788e107), .. }` decodes as `Bid(-2.037876507817079e107)`
-/// and `Heartbeat { capacity: -190232.97757011378, .. }` as `-190232.97757011376`.
-/// MessagePack is exact. Until the feature is enabled, the JSON half of every round-trip
-/// property below tolerates a difference of up to `JSON_FLOAT_ULPS` in floats (and only
-/// that); once it is
-/// enabled, this probe turns true and the properties are exact again, and the ignored
-/// `json_preserves_every_finite_f64_exactly` can be un-ignored.
-static JSON_FLOATS_EXACT: LazyLock<bool> = LazyLock::new(|| {
-    [
-        -2.0378765078170788e107,
-        -190232.97757011378,
-        0.015221292179149137,
-    ]
-    .iter()
-    .all(|&x: &f64| {
-        let text = serde_json::to_string(&x).unwrap();
-        serde_json::from_str::<f64>(&text).unwrap().to_bits() == x.to_bits()
-    })
-});
-
-/// Tolerance of the JSON float comparison while `JSON_FLOATS_EXACT` is false (twice the
-/// largest error measured, so the properties do not flake).
-const JSON_FLOAT_ULPS: u64 = 4;
-
-fn within_ulps(a: f64, b: f64) -> bool {
-    a == b
-        || (a.is_sign_negative() == b.is_sign_negative()
-            && a.to_bits().abs_diff(b.to_bits()) <= JSON_FLOAT_ULPS)
-}
-
-/// Structural equality of two JSON trees in which floats may differ by `JSON_FLOAT_ULPS`.
-fn equal_up_to_ulps(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) if x.is_f64() && y.is_f64() => {
-            within_ulps(x.as_f64().unwrap(), y.as_f64().unwrap())
-        }
-        (Value::Array(xs), Value::Array(ys)) => {
-            xs.len() == ys.len() && xs.iter().zip(ys).all(|(x, y)| equal_up_to_ulps(x, y))
-        }
-        (Value::Object(xs), Value::Object(ys)) => {
-            xs.len() == ys.len()
-                && xs
-                    .iter()
-                    .all(|(k, x)| ys.get(k).is_some_and(|y| equal_up_to_ulps(x, y)))
-        }
-        _ => a == b,
-    }
-}
-
-/// Encodes `message` in both formats and decodes it back; both must equal the original
-/// (JSON: up to `JSON_FLOAT_ULPS` per float while `JSON_FLOATS_EXACT` is false, see there).
+/// Encodes `message` in both formats and decodes it back; both must equal the original,
+/// floats bit for bit (the workspace enables serde_json's `float_roundtrip`).
 fn assert_roundtrips<T: Message + PartialEq + Debug>(message: &T) -> Result<(), TestCaseError> {
     for content_type in [ContentType::MsgPack, ContentType::Json] {
         let bytes = encode(content_type, message)
@@ -1008,19 +952,6 @@ fn assert_roundtrips<T: Message + PartialEq + Debug>(message: &T) -> Result<(), 
                 String::from_utf8_lossy(&bytes)
             ))
         })?;
-        if content_type == ContentType::Json && !*JSON_FLOATS_EXACT && decoded != *message {
-            let (got, want) = (
-                serde_json::to_value(&decoded).unwrap(),
-                serde_json::to_value(message).unwrap(),
-            );
-            prop_assert!(
-                equal_up_to_ulps(&got, &want),
-                "Json round trip changed the message beyond float rounding:\n{:?}\n{:?}",
-                decoded,
-                message
-            );
-            continue;
-        }
         prop_assert_eq!(
             &decoded,
             message,
@@ -1153,9 +1084,8 @@ proptest! {
         assert_roundtrips(&envelope)?;
     }
 
-    /// Fails while serde_json lacks `float_roundtrip` (see `JSON_FLOATS_EXACT`).
+    /// Without serde_json's `float_roundtrip` about 30% of floats came back one ULP off.
     #[test]
-    #[ignore = "BUG: workspace serde_json lacks the float_roundtrip feature; JSON floats drift by a few ULPs"]
     fn json_preserves_every_finite_f64_exactly(x in finite()) {
         let message = Heartbeat {
             v: PROTOCOL_VERSION,
