@@ -26,7 +26,7 @@
 //! - `params` (optional): algorithm parameters, overridden key by key by `--params` and then
 //!   by `--param`.
 //! - `ballots` (required): one entry per ballot, in arrival order. `confidence` defaults to 1
-//!   (tallies clamp it to `[0, 1]`). `vote` is, by JSON type:
+//!   (outside `[0, 1]` the ballot is rejected, as in sessions). `vote` is, by JSON type:
 //!
 //! | `vote`                                       | ballot                     | used by |
 //! |----------------------------------------------|----------------------------|---------|

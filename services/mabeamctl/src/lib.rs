@@ -21,12 +21,15 @@ pub use tally::{TallyArgs, TallyReport};
 const TALLY_HELP: &str = "\
 Ballot file (JSON):
   {
-    \"options\": [\"A\", \"B\"],                      optional; choice algorithms default to accept/reject
+    \"options\": [\"A\", \"B\"],
     \"agents\": [{\"id\": \"a1\", \"expertise\": 2.0, \"capabilities\": [\"gpu\"]}],
-                                                  optional; default: every voter, expertise 1
-    \"params\": {\"threshold\": 0.75},               optional; --params and --param override
+    \"params\": {\"threshold\": 0.75},
     \"ballots\": [{\"agent\": \"a1\", \"vote\": \"A\", \"confidence\": 0.9}]
   }
+  options  optional; choice algorithms vote on accept/reject without them
+  agents   optional; default: every agent with a ballot, expertise 1
+  params   optional; --params, then each --param, override them key by key
+
 Votes: \"A\" choice | [\"B\",\"A\"] ranking | 0.7 number | [0.1,0.2] vector | {\"bid\": 10}
   | {\"offer\": {\"value\": 5, \"min\": 3, \"max\": 8}} | {\"load\": {\"load\": 1, \"capacity\": 4}}
   | null abstain. confidence defaults to 1.
@@ -42,8 +45,10 @@ Example:
   mabeamctl tally --algorithm supermajority --ballots ballots.json --param threshold=0.75";
 
 /// mabeamctl: drive and inspect mabeam from the command line.
+///
+/// Results are printed on stdout as JSON; errors on stderr, with exit status 1.
 #[derive(Debug, Parser)]
-#[command(name = "mabeamctl", version, about, propagate_version = true)]
+#[command(name = "mabeamctl", version, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

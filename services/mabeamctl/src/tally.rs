@@ -346,6 +346,12 @@ fn screen(
             );
             continue;
         }
+        if !(0.0..=1.0).contains(&ballot.confidence) {
+            // As session intake: out-of-range confidence is a malformed ballot.
+            let detail = format!("confidence {} is outside [0, 1]", ballot.confidence);
+            reject(&mut rejected, i, agent, detail);
+            continue;
+        }
         if let Err(e) = tally::check_ballot(spec, &ballot.vote, options, electorate) {
             reject(&mut rejected, i, agent, e.0);
             continue;

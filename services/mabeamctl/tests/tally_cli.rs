@@ -1,5 +1,8 @@
 //! Runs the real `mabeamctl` binary on ballot files against known results.
 
+// Test code: clippy.toml's allow-*-in-tests does not reach helpers outside `#[test]` fns.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::{
     path::{Path, PathBuf},
     process::{Command, Output},

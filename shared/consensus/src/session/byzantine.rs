@@ -96,6 +96,8 @@ impl Byzantine {
         }
         let ballot = &accepted.ballot;
         let value = match (&ballot.value, ballot.phase) {
+            // An abstaining agent is present but backs nothing: neither counted nor faulty.
+            (VoteValue::Abstain, _) => return Step::Continue,
             (VoteValue::Choice(c), Phase::Prepare | Phase::Commit) => c.clone(),
             (_, Phase::Vote) => {
                 ctx.refuse(agent, "byzantine takes prepare and commit ballots".into());

@@ -27,19 +27,61 @@ pub(crate) struct SingleRound {
     votes: BTreeMap<AgentId, Vote>,
     /// Choice-family rounds keep running totals so they can close as soon as the outcome
     /// is certain instead of waiting for stragglers.
-    rule: Option<ChoiceRule>,
+    running: Option<Running>,
+}
+
+/// Running totals of a choice-family round and what the agents yet to vote could add.
+#[derive(Debug)]
+struct Running {
+    rule: ChoiceRule,
+    count: ChoiceCount,
+    remaining_weight: f64,
+}
+
+impl Running {
+    fn new(rule: ChoiceRule, scope: &Scope, votes: &BTreeMap<AgentId, Vote>) -> Self {
+        let count = ChoiceCount::new(&scope.options, &rule, &scope.electorate);
+        let mut running = Self {
+            remaining_weight: scope
+                .electorate
+                .iter()
+                .map(|p| rule.max_weight(p.expertise))
+                .sum(),
+            rule,
+            count,
+        };
+        for vote in votes.values() {
+            running.add(scope, vote);
+        }
+        running
+    }
+
+    fn add(&mut self, scope: &Scope, vote: &Vote) {
+        let expertise = scope
+            .electorate
+            .get(&vote.agent)
+            .map_or(0.0, |p| p.expertise);
+        let choice = match &vote.value {
+            VoteValue::Choice(c) => Some(c.as_str()),
+            _ => None,
+        };
+        self.count
+            .add(choice, self.rule.weight(expertise, vote.confidence));
+        self.remaining_weight -= self.rule.max_weight(expertise);
+    }
 }
 
 impl SingleRound {
     pub(crate) fn new(spec: AlgorithmSpec, scope: Scope, end_ms: u64) -> Self {
-        let rule = ChoiceRule::for_spec(&spec);
+        let running =
+            ChoiceRule::for_spec(&spec).map(|rule| Running::new(rule, &scope, &BTreeMap::new()));
         Self {
             spec,
             scope,
             end_ms,
             round: 0,
             votes: BTreeMap::new(),
-            rule,
+            running,
         }
     }
 
@@ -80,50 +122,28 @@ impl SingleRound {
             ctx.refuse(agent, e.0);
             return Step::Continue;
         }
-        self.votes.insert(
-            agent.clone(),
-            Vote {
-                agent: agent.clone(),
-                value: ballot.value.clone(),
-                confidence: ballot.confidence,
-            },
-        );
+        let vote = Vote {
+            agent: agent.clone(),
+            value: ballot.value.clone(),
+            confidence: ballot.confidence,
+        };
+        if let Some(running) = &mut self.running {
+            running.add(&self.scope, &vote);
+        }
+        // Intake admits one ballot per agent and round, so this never replaces a vote.
+        self.votes.insert(agent.clone(), vote);
         if self.votes.len() == self.scope.electorate.len() || self.settled() {
             return self.close(ctx, now);
         }
         Step::Continue
     }
 
-    fn count(&self, rule: &ChoiceRule) -> ChoiceCount {
-        let mut count = ChoiceCount::new(&self.scope.options, rule, &self.scope.electorate);
-        for vote in self.votes.values() {
-            let expertise = self
-                .scope
-                .electorate
-                .get(&vote.agent)
-                .map_or(0.0, |p| p.expertise);
-            let choice = match &vote.value {
-                VoteValue::Choice(c) => Some(c.as_str()),
-                _ => None,
-            };
-            count.add(choice, rule.weight(expertise, vote.confidence));
-        }
-        count
-    }
-
     fn settled(&self) -> bool {
-        let Some(rule) = &self.rule else {
-            return false;
-        };
-        let (remaining_weight, remaining) = self
-            .scope
-            .electorate
-            .iter()
-            .filter(|p| !self.votes.contains_key(&p.id))
-            .fold((0.0, 0usize), |(w, n), p| {
-                (w + rule.max_weight(p.expertise), n + 1)
-            });
-        self.count(rule).settled(rule, remaining_weight, remaining)
+        let remaining = self.scope.electorate.len() - self.votes.len();
+        self.running.as_ref().is_some_and(|r| {
+            r.count
+                .settled(&r.rule, r.remaining_weight.max(0.0), remaining)
+        })
     }
 
     pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: u64) -> Step {
@@ -135,7 +155,11 @@ impl SingleRound {
     }
 
     pub(crate) fn exclude(&mut self, ctx: &mut Ctx, now: u64, agent: &AgentId) -> Step {
-        self.votes.remove(agent);
+        if self.votes.remove(agent).is_some() {
+            if let Some(running) = &mut self.running {
+                *running = Running::new(running.rule.clone(), &self.scope, &self.votes);
+            }
+        }
         // The equivocator will never vote validly again: the round may now be complete.
         let others_done = ctx.nothing_more_to_come(&self.scope, |id| self.votes.contains_key(id));
         if others_done {

@@ -63,8 +63,12 @@ pub fn elect<R: rand::RngCore>(
                 let VoteValue::Choice(candidate) = &ballot.value else {
                     continue;
                 };
-                match responsive.iter().find(|id| id.as_str() == candidate) {
-                    Some(id) => *votes.entry(*id).or_default() += 1,
+                let known = candidate
+                    .parse::<AgentId>()
+                    .ok()
+                    .and_then(|c| responsive.get(&c).copied());
+                match known {
+                    Some(id) => *votes.entry(id).or_default() += 1,
                     None => ignored += 1,
                 }
             }
