@@ -36,7 +36,7 @@ Votes: \"A\" choice | [\"B\",\"A\"] ranking | 0.7 number | [0.1,0.2] vector | {\
 
 Offline semantics: single-round algorithms are tallied as a session's round closes;
 iterative and negotiation take the ballots as their final round; byzantine counts every
-choice ballot as a signed commit and decides a value with 2f+1 of them. adaptive and
+choice ballot as a signed commit and decides a value with a quorum of them. adaptive and
 pipeline need live agents.
 
 Exit status: 0 when the tally ran (decided or not; see \"status\"), 1 on usage or input errors.

@@ -25,9 +25,9 @@
 //! - negotiation: the offers of the final round: `numeric::negotiate` proposes the
 //!   compromise; decided when every offer's range (and the hard bounds) accepts it.
 //! - byzantine: there are no signatures offline, so every choice ballot stands for a signed
-//!   commit: the value with at least 2f+1 matching commits is decided (f from the `f`
+//!   commit: the value with a quorum (2f+1 when n = 3f+1) of matching commits is decided (f from the `f`
 //!   parameter, else ⌊(n−1)/3⌋; n must be at least 3f+1). No certificate is produced. Two
-//!   values both reaching 2f+1 (possible only with more than f faulty agents) is no decision.
+//!   values both reaching the quorum (possible only with more than f faulty agents) is no decision.
 //! - adaptive and pipeline need live agents and are refused.
 
 use std::{
@@ -465,11 +465,11 @@ fn result(outcome: Option<Outcome>, reason: Option<String>, record: RoundRecord)
     }
 }
 
-/// Byzantine offline: each choice ballot is a commit; 2f+1 matching commits decide.
+/// Byzantine offline: each choice ballot is a commit; a quorum (2f+1 when n = 3f+1) of matching commits decides.
 fn byzantine(params: &ByzantineParams, input: &TallyInput<'_>) -> TallyResult {
     let n = input.electorate.len();
     let f = AlgorithmSpec::byzantine_f(params, n);
-    let quorum = 2 * u64::from(f) + 1;
+    let quorum = u64::from(mabeam_protocol::result::byzantine_quorum(n, f));
     let mut commits: BTreeMap<String, f64> = BTreeMap::new();
     for vote in input.votes {
         if let VoteValue::Choice(c) = &vote.value {
@@ -488,7 +488,7 @@ fn byzantine(params: &ByzantineParams, input: &TallyInput<'_>) -> TallyResult {
         counted: to_u32(counted),
         tally: commits.clone(),
         note: Some(format!(
-            "offline: every choice ballot counts as a commit; commits {}; quorum 2f+1={quorum} \
+            "offline: every choice ballot counts as a commit; commits {}; quorum={quorum} \
              (f={f}, n={n})",
             if summary.is_empty() {
                 "none".to_owned()
@@ -524,7 +524,7 @@ fn byzantine(params: &ByzantineParams, input: &TallyInput<'_>) -> TallyResult {
             result(
                 None,
                 Some(format!(
-                    "no value reached 2f+1={quorum} matching commits ({best})"
+                    "no value reached the quorum of {quorum} matching commits ({best})"
                 )),
                 record,
             )

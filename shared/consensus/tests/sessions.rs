@@ -221,8 +221,17 @@ fn forged_replayed_and_equivocating_ballots_are_refused() {
     forged.payload =
         mabeam_protocol::encode(mabeam_protocol::ContentType::MsgPack, &tampered).unwrap();
     s.handle_envelope(T0 + 1, forged);
-    let mut other_session = fleet.ballot(1, 1, 1, Phase::Vote, choice("A"), 1.0);
-    other_session.session = SessionId::new("s0").unwrap();
+    // A genuine ballot of agent 1 from another session, replayed into this one.
+    let genuine = fleet.ballot(1, 1, 1, Phase::Vote, choice("A"), 1.0);
+    let other_session = SignedEnvelope::seal(
+        &fleet.keys[1],
+        EnvelopeHeader {
+            session: SessionId::new("s0").unwrap(),
+            ..genuine.header()
+        },
+        &Ballot::new(Phase::Vote, choice("A"), 1.0),
+    )
+    .unwrap();
     s.handle_envelope(T0 + 1, other_session);
     s.handle_envelope(T0 + 1, fleet.ballot(2, 1, 1, Phase::Vote, choice("A"), 1.0));
     s.handle_envelope(T0 + 2, fleet.ballot(2, 1, 2, Phase::Vote, choice("B"), 1.0));

@@ -187,11 +187,21 @@ pub struct TaskResult {
 
 impl_message!(TaskResult => "task result");
 
+/// The Byzantine quorum over `n` agents tolerating `f` faulty ones: ⌈(n+f+1)/2⌉.
+///
+/// Any two quorums then share at least f+1 agents, one of them honest. It is the familiar
+/// 2f+1 exactly when n = 3f+1; with a larger electorate 2f+1 would let two disjoint honest
+/// groups each certify a different value.
+pub fn byzantine_quorum(n: usize, f: u32) -> u32 {
+    let q = (n as u64 + u64::from(f) + 2) / 2;
+    u32::try_from(q).unwrap_or(u32::MAX)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CertificateError {
     #[error("electorate of {n} cannot tolerate f={f}: n must be at least 3f+1")]
     ElectorateTooSmall { n: usize, f: u32 },
-    #[error("quorum is {quorum}; with f={f} it must be 2f+1={expected}")]
+    #[error("quorum is {quorum}; with f={f} it must be ceil((n+f+1)/2)={expected}")]
     WrongQuorum { quorum: u32, f: u32, expected: u32 },
     #[error("electorate lists {0} more than once")]
     DuplicateMember(AgentId),
@@ -213,11 +223,12 @@ pub enum CertificateError {
     NoQuorum { distinct: usize, quorum: u32 },
 }
 
-/// Proof of a Byzantine decision: at least 2f+1 distinct members of an electorate of
-/// n >= 3f+1 signed a commit for `value` in `round` of `session_id`.
+/// Proof of a Byzantine decision: a quorum ([`byzantine_quorum`], 2f+1 when n = 3f+1) of
+/// distinct members of an electorate of n >= 3f+1 signed a commit for `value` in `round` of
+/// `session_id`.
 ///
-/// Any two quorums of 2f+1 overlap in f+1 agents, at least one of them honest, and an honest
-/// agent never commits two values in a session; so with at most f faulty agents no two valid
+/// Any two quorums overlap in f+1 agents, at least one of them honest, and an honest agent
+/// commits only what a quorum prepared; so with at most f faulty agents no two valid
 /// certificates for one session can name different values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Certificate {
@@ -239,7 +250,7 @@ impl Certificate {
         if (n as u64) < 3 * u64::from(f) + 1 {
             return Err(CertificateError::ElectorateTooSmall { n, f });
         }
-        let expected = 2 * f + 1;
+        let expected = byzantine_quorum(n, f);
         if self.quorum != expected {
             return Err(CertificateError::WrongQuorum {
                 quorum: self.quorum,

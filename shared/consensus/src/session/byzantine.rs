@@ -4,11 +4,13 @@
 //! value on the session's vote subjects, where all members see it; an agent that sees 2f+1
 //! matching prepares for `v` publishes a signed *commit* for `v` and locks on `v` (it will
 //! prepare only `v` in later rounds); 2f+1 matching commits decide `v`, and those commits are
-//! the certificate. The honest side of this protocol is [`crate::replica::ByzantineReplica`].
+//! the certificate. "2f+1" is shorthand for the quorum ⌈(n+f+1)/2⌉, which it equals when
+//! n = 3f+1. The honest side of this protocol is [`crate::replica::ByzantineReplica`].
 //!
-//! With n >= 3f+1 and at most f faulty agents two quorums of 2f+1 share an honest agent, so
-//! no two rounds or replicas can certify different values. With more than f faulty agents the
-//! session may end without a decision, never with two.
+//! With n >= 3f+1 and at most f faulty agents two quorums share an honest agent, so no two
+//! rounds or replicas can certify different values. Commits of an earlier round still decide
+//! when they arrive late: they are as final as current ones. With more than f faulty agents
+//! the session may end without a decision, never with two.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,7 +35,9 @@ pub(crate) struct Byzantine {
     rounds_run: u32,
     round: u32,
     prepares: BTreeMap<String, BTreeSet<AgentId>>,
-    commits: BTreeMap<String, BTreeMap<AgentId, SignedEnvelope>>,
+    /// By (round, value): commits of earlier rounds of this stage may still complete a quorum.
+    commits: BTreeMap<(u32, String), BTreeMap<AgentId, SignedEnvelope>>,
+    first_round: u32,
     excluded: BTreeSet<AgentId>,
     suggestion: Option<String>,
 }
@@ -43,7 +47,7 @@ impl Byzantine {
         let f = AlgorithmSpec::byzantine_f(&params, scope.electorate.len());
         Self {
             f,
-            quorum: 2 * f + 1,
+            quorum: mabeam_protocol::result::byzantine_quorum(scope.electorate.len(), f),
             max_rounds: params.max_rounds,
             round_timeout_ms: params.round_timeout_ms,
             spec: AlgorithmSpec::Byzantine(params),
@@ -53,6 +57,7 @@ impl Byzantine {
             round: 0,
             prepares: BTreeMap::new(),
             commits: BTreeMap::new(),
+            first_round: 0,
             excluded: BTreeSet::new(),
             suggestion: None,
         }
@@ -70,7 +75,6 @@ impl Byzantine {
             .unwrap_or_else(|| self.end_ms.saturating_sub(now) / rounds_left);
         self.rounds_run += 1;
         self.prepares.clear();
-        self.commits.clear();
         let context = RoundContext::Byzantine {
             fault_tolerance: self.f,
             quorum: self.quorum,
@@ -84,11 +88,16 @@ impl Byzantine {
             &self.scope,
             now.saturating_add(timeout),
         );
+        if self.first_round == 0 {
+            self.first_round = self.round;
+        }
     }
 
     pub(crate) fn on_ballot(&mut self, ctx: &mut Ctx, _now: u64, accepted: &Accepted) -> Step {
         let agent = &accepted.agent;
-        if accepted.round != self.round
+        // Only commits may be of an earlier round of this stage (intake lets nothing else
+        // through late).
+        if !(self.first_round..=self.round).contains(&accepted.round)
             || !self.scope.electorate.contains(agent)
             || self.excluded.contains(agent)
         {
@@ -124,18 +133,30 @@ impl Byzantine {
                 .insert(agent.clone());
             return Step::Continue;
         }
-        let commits = self.commits.entry(value.clone()).or_default();
+        if accepted.round != self.round && ballot.phase != Phase::Commit {
+            return Step::Continue;
+        }
+        let round = accepted.round;
+        let commits = self.commits.entry((round, value.clone())).or_default();
         commits.insert(agent.clone(), accepted.envelope.clone());
         if commits.len() >= self.quorum as usize {
-            return self.decide(ctx, value);
+            return self.decide(ctx, round, value);
         }
         Step::Continue
     }
 
-    fn decide(&mut self, ctx: &mut Ctx, value: String) -> Step {
+    /// Commits of the current round, by value.
+    fn current_commits(&self) -> impl Iterator<Item = (&String, usize)> {
+        self.commits
+            .iter()
+            .filter(|((r, _), _)| *r == self.round)
+            .map(|((_, v), c)| (v, c.len()))
+    }
+
+    fn decide(&mut self, ctx: &mut Ctx, round: u32, value: String) -> Step {
         let commits: Vec<SignedEnvelope> = self
             .commits
-            .get(&value)
+            .get(&(round, value.clone()))
             .map(|c| c.values().cloned().collect())
             .unwrap_or_default();
         let n = self.scope.electorate.len() as f64;
@@ -144,7 +165,8 @@ impl Byzantine {
         let tally = self
             .commits
             .iter()
-            .map(|(v, c)| (v.clone(), c.len() as f64))
+            .filter(|((r, _), _)| *r == round)
+            .map(|((_, v), c)| (v.clone(), c.len() as f64))
             .collect();
         Step::Done(StageEnd {
             status: Status::Decided,
@@ -156,7 +178,7 @@ impl Byzantine {
             reason: None,
             certificate: Some(Certificate {
                 session_id: ctx.session_id.clone(),
-                round: self.round,
+                round,
                 value,
                 fault_tolerance: self.f,
                 quorum: self.quorum,
@@ -168,9 +190,8 @@ impl Byzantine {
 
     fn record(&self, ctx: &mut Ctx, note: Option<String>) {
         let commits: Vec<String> = self
-            .commits
-            .iter()
-            .map(|(v, c)| format!("{v}={}", c.len()))
+            .current_commits()
+            .map(|(v, n)| format!("{v}={n}"))
             .collect();
         let note = match note {
             Some(n) => format!("{n}; commits {}", commits.join(", ")),

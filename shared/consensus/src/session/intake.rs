@@ -1,7 +1,7 @@
 //! Admission of signed ballots: signature, clock, replay window, round, deadline and
 //! equivocation checks, in that order, before any algorithm sees a ballot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mabeam_protocol::{
     result::FaultReason,
@@ -101,7 +101,14 @@ pub(crate) struct Intake {
     session: SessionId,
     slots: BTreeMap<(u32, Phase, AgentId), SignedEnvelope>,
     windows: BTreeMap<AgentId, ReplayWindow>,
+    /// Misbehaviour only the agent itself can have produced: conflicting signed ballots, or a
+    /// signed ballot it is not allowed to send. These exclude and count as failures.
     faulty: BTreeMap<AgentId, FaultReason>,
+    /// Rejections anyone on the bus could cause in an agent's name (a forged signature, a
+    /// replayed or delayed copy of a genuine ballot): reported, never held against the agent.
+    suspected: BTreeMap<AgentId, FaultReason>,
+    /// Agents with at least one accepted ballot (a suspicion of them is not reported).
+    accepted: BTreeSet<AgentId>,
 }
 
 impl Intake {
@@ -112,16 +119,39 @@ impl Intake {
             slots: BTreeMap::new(),
             windows: BTreeMap::new(),
             faulty: BTreeMap::new(),
+            suspected: BTreeMap::new(),
+            accepted: BTreeSet::new(),
         }
     }
 
-    /// Agents caught misbehaving, with the first reason seen.
+    /// Agents proven to misbehave, with the first reason seen.
     pub(crate) fn faulty(&self) -> &BTreeMap<AgentId, FaultReason> {
         &self.faulty
     }
 
+    /// Everything worth reporting in a result: proven faults, and suspicions of agents that
+    /// never had a ballot accepted (a forger cannot make an agent that voted look faulty).
+    pub(crate) fn report(&self) -> BTreeMap<AgentId, FaultReason> {
+        let mut report = self.faulty.clone();
+        for (agent, reason) in &self.suspected {
+            if !self.accepted.contains(agent) {
+                report.entry(agent.clone()).or_insert(*reason);
+            }
+        }
+        report
+    }
+
     fn reject(&mut self, agent: &AgentId, reason: FaultReason, detail: String) -> Admission {
-        self.faulty.entry(agent.clone()).or_insert(reason);
+        let attributable = matches!(
+            reason,
+            FaultReason::Equivocation | FaultReason::MalformedBallot
+        );
+        let list = if attributable {
+            &mut self.faulty
+        } else {
+            &mut self.suspected
+        };
+        list.entry(agent.clone()).or_insert(reason);
         Admission::Rejected {
             agent: agent.clone(),
             reason,
@@ -143,6 +173,11 @@ impl Intake {
         let Some(member) = electorate.get(&agent) else {
             return Admission::Ignored;
         };
+        if !verified {
+            if let Err(e) = envelope.verify(&member.public_key) {
+                return self.reject(&agent, FaultReason::InvalidSignature, e.to_string());
+            }
+        }
         if envelope.session != self.session {
             return self.reject(
                 &agent,
@@ -152,13 +187,6 @@ impl Intake {
                     envelope.session, self.session
                 ),
             );
-        }
-        if !verified {
-            if let Err(e) = envelope.verify(&member.public_key) {
-                // Not excluded from the session: without the vote subject's publish
-                // permission as proof, a bad signature may be a third party's forgery.
-                return self.reject(&agent, FaultReason::InvalidSignature, e.to_string());
-            }
         }
         let skew = now_ms.abs_diff(envelope.timestamp_ms);
         if skew > self.settings.clock_tolerance_ms {
@@ -182,6 +210,16 @@ impl Intake {
                 FaultReason::MalformedBallot,
                 format!("confidence {} is outside [0, 1]", ballot.confidence),
             );
+        }
+        // Rounds before anything that remembers the ballot: a late copy of a closed round's
+        // ballot (retransmission, network duplicate) must stay harmless. Commits are the
+        // exception: a quorum of them is final whenever it completes.
+        let Some(open) = open else {
+            return Admission::Ignored;
+        };
+        let late_commit = envelope.round < open.round && ballot.phase == Phase::Commit;
+        if envelope.round > open.round || (envelope.round < open.round && !late_commit) {
+            return Admission::Ignored;
         }
         let slot = (envelope.round, ballot.phase, agent.clone());
         if let Some(first) = self.slots.get(&slot) {
@@ -215,14 +253,7 @@ impl Intake {
             );
         }
         window.mark(envelope.sequence);
-        let Some(open) = open else {
-            return Admission::Ignored;
-        };
-        if envelope.round != open.round {
-            // Late honest ballots of a closed round land here too; not a fault.
-            return Admission::Ignored;
-        }
-        if now_ms > open.deadline_ms {
+        if now_ms > open.deadline_ms && ballot.phase != Phase::Commit {
             return self.reject(
                 &agent,
                 FaultReason::Untimely,
@@ -233,6 +264,7 @@ impl Intake {
             );
         }
         self.slots.insert(slot, envelope.clone());
+        self.accepted.insert(agent.clone());
         Admission::Accepted(Box::new(Accepted {
             agent,
             round: envelope.round,
@@ -246,7 +278,6 @@ impl Intake {
         self.reject(agent, FaultReason::MalformedBallot, detail)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -620,7 +620,7 @@ impl Session {
         };
         self.finished = true;
         self.ctx.open = None;
-        let mut faulty: BTreeMap<AgentId, FaultReason> = self.ctx.intake.faulty().clone();
+        let mut faulty: BTreeMap<AgentId, FaultReason> = self.ctx.intake.report();
         for id in &self.ctx.silent {
             faulty.entry(id.clone()).or_insert(FaultReason::Silent);
         }
