@@ -340,7 +340,7 @@ fn invalid_duplicate_and_foreign_ballots_are_reported_not_counted() {
 }
 
 #[test]
-fn byzantine_offline_counts_commits_against_two_f_plus_one() {
+fn byzantine_offline_counts_commits_against_the_quorum() {
     // n = 7, f = 2, quorum 5.
     let votes = [
         ("a1", "A"),
@@ -359,7 +359,20 @@ fn byzantine_offline_counts_commits_against_two_f_plus_one() {
     assert!(out["rounds"][0]["note"]
         .as_str()
         .unwrap()
-        .contains("2f+1=5 (f=2, n=7)"));
+        .contains("quorum=5 (f=2, n=7)"));
+    // n = 6, f = 1: the quorum is ceil((6+1+1)/2) = 4, not 2f+1 = 3, so that two
+    // disjoint groups of three cannot both certify.
+    let split = [
+        ("a1", "A"),
+        ("a2", "A"),
+        ("a3", "A"),
+        ("a4", "B"),
+        ("a5", "B"),
+        ("a6", "B"),
+    ];
+    let file = TempFile::json("byzantine-split", &choice_ballots(&split));
+    let out = tally("byzantine", &file.0, &[]);
+    assert_eq!(out["status"], "no_decision", "{out}");
 
     let short = TempFile::json("byzantine-short", &choice_ballots(&votes[1..]));
     // Six voters: f = 1, quorum 3; A has 4.
