@@ -375,7 +375,7 @@ fn byzantine_offline_counts_commits_against_the_quorum() {
     assert_eq!(out["status"], "no_decision", "{out}");
 
     let short = TempFile::json("byzantine-short", &choice_ballots(&votes[1..]));
-    // Six voters: f = 1, quorum 3; A has 4.
+    // Six voters: f = 1, quorum ceil((6+1+1)/2) = 4; A has 4.
     assert_eq!(tally("byzantine", &short.0, &[])["status"], "decided");
     // f = 2 needs n >= 7.
     let stderr = tally_fails("byzantine", &short.0, &["-p", "f=2"]);
@@ -386,14 +386,14 @@ fn byzantine_offline_counts_commits_against_the_quorum() {
     let out = tally("byzantine", &split.0, &[]);
     assert_eq!(out["status"], "no_decision");
     assert!(
-        out["reason"].as_str().unwrap().contains("2f+1=3"),
+        out["reason"].as_str().unwrap().contains("quorum of 3"),
         "{out:#}"
     );
-    // f = 0 over 4 agents: quorum 1, both values reach it: conflicting, no decision.
+    // f = 0 over 4 agents: the quorum is still a majority (3), so a 2/2 split decides nothing.
     let out = tally("byzantine", &split.0, &["-p", "f=0"]);
     assert_eq!(out["status"], "no_decision");
     assert!(
-        out["reason"].as_str().unwrap().contains("conflicting"),
+        out["reason"].as_str().unwrap().contains("quorum of 3"),
         "{out:#}"
     );
 }
