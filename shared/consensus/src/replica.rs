@@ -106,7 +106,7 @@ impl ByzantineReplica {
         self.out.pop_front()
     }
 
-    /// A new round: prepare `choice`, or the locked value if there is one.
+    /// A new round: prepare `choice`, or the locked (or decided) value if there is one.
     ///
     /// The caller picks `choice` (its preference, or the round's suggestion when it finds the
     /// suggestion acceptable).
@@ -122,7 +122,9 @@ impl ByzantineReplica {
                 got: proposal.session_id.clone(),
             });
         }
-        if proposal.round <= self.round || self.decided.is_some() {
+        // A decided replica keeps taking part: the coordinator may have discarded commits
+        // this replica counted (an equivocator's) and need its ballots in a later round.
+        if proposal.round <= self.round {
             return Ok(());
         }
         self.round = proposal.round;
@@ -247,6 +249,8 @@ impl ByzantineReplica {
                     set.len()
                 };
                 if n >= self.quorum && self.decided.is_none() {
+                    // A decided value is final (no other can gather a quorum): lock on it.
+                    self.locked = Some(value.clone());
                     self.decided = Some(value.clone());
                     self.out.push_back(ReplicaEffect::Decided { value, round });
                 }

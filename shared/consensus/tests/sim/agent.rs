@@ -22,17 +22,25 @@ pub(crate) enum Behaviour {
     /// Never answers.
     Silent,
     /// Honest, but each message leaves after an extra delay drawn from `0..=2*mean_ms`.
-    Slow { mean_ms: u64 },
+    Slow {
+        mean_ms: u64,
+    },
     /// Honest until `at_ms` after the session start, then gone.
-    Crash { at_ms: u64 },
+    Crash {
+        at_ms: u64,
+    },
     /// Different signed ballots to different peers; both to the coordinator when asked.
-    Equivocate { both_to_coordinator: bool },
+    Equivocate {
+        both_to_coordinator: bool,
+    },
     /// Signs with a key nobody registered, and forges ballots in other agents' names.
     InvalidSignature,
     /// Re-sends ballots of an earlier session and of earlier rounds, never its own.
     Replay,
     /// Honest ballots released at the last moment before the deadline, or just after it.
-    Timing { late: bool },
+    Timing {
+        late: bool,
+    },
     /// Votes the scenario's wrong value in every phase, with the other coalition members.
     Coalition,
     /// Honest until it sees a near-quorum, then equivocates (and keeps doing so).
@@ -63,21 +71,6 @@ impl Behaviour {
                 | Self::Coalition
                 | Self::Adaptive
         )
-    }
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Self::Honest => "honest",
-            Self::Silent => "silent",
-            Self::Slow { .. } => "slow",
-            Self::Crash { .. } => "crash",
-            Self::Equivocate { .. } => "equivocate",
-            Self::InvalidSignature => "invalid_sig",
-            Self::Replay => "replay",
-            Self::Timing { .. } => "timing",
-            Self::Coalition => "coalition",
-            Self::Adaptive => "adaptive",
-        }
     }
 }
 
@@ -211,7 +204,9 @@ impl Agent {
             id: ring.ids[idx].clone(),
             key: ring.keys[idx].clone(),
             wrong_key: ring.wrong[idx].clone(),
-            rng: ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(idx as u64 + 1))),
+            rng: ChaCha8Rng::seed_from_u64(
+                seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(idx as u64 + 1)),
+            ),
             seq: 0,
             own_seq: OWN_SEQUENCES,
             byz: None,
@@ -243,6 +238,7 @@ impl Agent {
         self.crashed || self.behaviour() == Behaviour::Silent
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn seal(
         &mut self,
         now: u64,
@@ -340,7 +336,13 @@ impl Agent {
         }
     }
 
-    pub(crate) fn on_envelopes(&mut self, now: u64, envs: &[SignedEnvelope], sh: &Shared, out: &mut Outbox) {
+    pub(crate) fn on_envelopes(
+        &mut self,
+        now: u64,
+        envs: &[SignedEnvelope],
+        sh: &Shared,
+        out: &mut Outbox,
+    ) {
         if self.down(now, sh) {
             return;
         }
@@ -365,7 +367,14 @@ impl Agent {
 
     // ---- Byzantine agreement --------------------------------------------------------------
 
-    fn byz_proposal(&mut self, now: u64, p: &Proposal, sh: &Shared, bus: &[SignedEnvelope], out: &mut Outbox) {
+    fn byz_proposal(
+        &mut self,
+        now: u64,
+        p: &Proposal,
+        sh: &Shared,
+        bus: &[SignedEnvelope],
+        out: &mut Outbox,
+    ) {
         let RoundContext::Byzantine {
             quorum,
             electorate,
@@ -382,7 +391,9 @@ impl Agent {
             .as_ref()
             .is_none_or(|b| b.key != key || b.session != p.session_id);
         if fresh {
-            let Ok(replica) = ByzantineReplica::new(self.id.clone(), self.key.clone(), p, sh.limits) else {
+            let Ok(replica) =
+                ByzantineReplica::new(self.id.clone(), self.key.clone(), p, sh.limits)
+            else {
                 return;
             };
             self.byz = Some(ByzState {
@@ -450,8 +461,24 @@ impl Agent {
             }
             Behaviour::Coalition => {
                 let wrong = VoteValue::Choice(sh.wrong.clone());
-                let prepare = self.seal(now, None, &p.session_id, p.round, Phase::Prepare, wrong.clone(), false);
-                let commit = self.seal(now, None, &p.session_id, p.round, Phase::Commit, wrong, false);
+                let prepare = self.seal(
+                    now,
+                    None,
+                    &p.session_id,
+                    p.round,
+                    Phase::Prepare,
+                    wrong.clone(),
+                    false,
+                );
+                let commit = self.seal(
+                    now,
+                    None,
+                    &p.session_id,
+                    p.round,
+                    Phase::Commit,
+                    wrong,
+                    false,
+                );
                 self.emit(now, To::Everyone, vec![prepare, commit], out);
             }
             Behaviour::Replay => self.replay(now, p, sh, bus, To::Everyone, out),
@@ -506,7 +533,11 @@ impl Agent {
                     self.emit(now, To::Everyone, vec![env], out);
                 }
                 Behaviour::InvalidSignature => {
-                    let forged = SignedEnvelope::sign_payload(&self.wrong_key, env.header(), env.payload.clone());
+                    let forged = SignedEnvelope::sign_payload(
+                        &self.wrong_key,
+                        env.header(),
+                        env.payload.clone(),
+                    );
                     self.emit(now, To::Everyone, vec![forged], out);
                 }
                 _ => self.emit(now, To::Everyone, vec![env], out),
@@ -531,17 +562,46 @@ impl Agent {
 
     /// Prepares and commits `first` to half of the peers and another value to the other
     /// half; the coordinator gets both (or only the second).
-    fn equivocate(&mut self, now: u64, p: &Proposal, first: &str, both: bool, sh: &Shared, out: &mut Outbox) {
+    fn equivocate(
+        &mut self,
+        now: u64,
+        p: &Proposal,
+        first: &str,
+        both: bool,
+        sh: &Shared,
+        out: &mut Outbox,
+    ) {
         let Some(byz) = self.byz.as_ref() else {
             return;
         };
         let second = self.other_than(first, &byz.options, sh);
         let members = byz.members.clone();
         for phase in [Phase::Prepare, Phase::Commit] {
-            let a = self.seal(now, None, &p.session_id, p.round, phase, VoteValue::Choice(first.to_owned()), false);
-            let b = self.seal(now, None, &p.session_id, p.round, phase, VoteValue::Choice(second.clone()), false);
-            for &peer in members.iter().filter(|&&m| m != self.idx) {
-                let env = if (peer + p.round as usize) % 2 == 0 { a.clone() } else { b.clone() };
+            let a = self.seal(
+                now,
+                None,
+                &p.session_id,
+                p.round,
+                phase,
+                VoteValue::Choice(first.to_owned()),
+                false,
+            );
+            let b = self.seal(
+                now,
+                None,
+                &p.session_id,
+                p.round,
+                phase,
+                VoteValue::Choice(second.clone()),
+                false,
+            );
+            let me = self.idx;
+            for &peer in members.iter().filter(|&&m| m != me) {
+                let env = if (peer + p.round as usize).is_multiple_of(2) {
+                    a.clone()
+                } else {
+                    b.clone()
+                };
                 self.emit(now, To::Peer(peer), vec![env], out);
             }
             let to_coordinator = if both { vec![a, b] } else { vec![b] };
@@ -549,7 +609,13 @@ impl Agent {
         }
     }
 
-    fn watch_for_near_quorum(&mut self, _now: u64, envs: &[SignedEnvelope], sh: &Shared, _out: &mut Outbox) {
+    fn watch_for_near_quorum(
+        &mut self,
+        _now: u64,
+        envs: &[SignedEnvelope],
+        sh: &Shared,
+        _out: &mut Outbox,
+    ) {
         let Some(byz) = self.byz.as_mut() else {
             return;
         };
@@ -562,7 +628,10 @@ impl Agent {
             }
             if let Ok(b) = env.open::<Ballot>(&sh.limits) {
                 if let (Phase::Prepare, VoteValue::Choice(v)) = (b.phase, b.value) {
-                    byz.seen.entry((env.round, v)).or_default().insert(env.sender.clone());
+                    byz.seen
+                        .entry((env.round, v))
+                        .or_default()
+                        .insert(env.sender.clone());
                 }
             }
         }
@@ -584,7 +653,9 @@ impl Agent {
             .seen
             .range((round, String::new())..)
             .take_while(|((r, _), _)| *r == round)
-            .find(|((_, v), set)| set.len() + usize::from(mine.as_deref() == Some(v.as_str())) + 1 >= byz.quorum)
+            .find(|((_, v), set)| {
+                set.len() + usize::from(mine.as_deref() == Some(v.as_str())) + 1 >= byz.quorum
+            })
             .map(|((_, v), _)| v.clone());
         let Some(v) = near else {
             return;
@@ -595,12 +666,41 @@ impl Agent {
         if let Some(byz) = self.byz.as_mut() {
             byz.turned = true;
         }
-        let p_env = self.seal(now, None, &session, round, Phase::Prepare, VoteValue::Choice(w.clone()), false);
-        let cw = self.seal(now, None, &session, round, Phase::Commit, VoteValue::Choice(w.clone()), false);
-        let cv = self.seal(now, None, &session, round, Phase::Commit, VoteValue::Choice(v), false);
+        let p_env = self.seal(
+            now,
+            None,
+            &session,
+            round,
+            Phase::Prepare,
+            VoteValue::Choice(w.clone()),
+            false,
+        );
+        let cw = self.seal(
+            now,
+            None,
+            &session,
+            round,
+            Phase::Commit,
+            VoteValue::Choice(w.clone()),
+            false,
+        );
+        let cv = self.seal(
+            now,
+            None,
+            &session,
+            round,
+            Phase::Commit,
+            VoteValue::Choice(v),
+            false,
+        );
         self.emit(now, To::Coordinator, vec![p_env, cw.clone()], out);
-        for &peer in members.iter().filter(|&&m| m != self.idx) {
-            let env = if peer % 2 == 0 { cw.clone() } else { cv.clone() };
+        let me = self.idx;
+        for &peer in members.iter().filter(|&&m| m != me) {
+            let env = if peer.is_multiple_of(2) {
+                cw.clone()
+            } else {
+                cv.clone()
+            };
             self.emit(now, To::Peer(peer), vec![env], out);
         }
     }
@@ -617,7 +717,11 @@ impl Agent {
         };
         let victim = ring().ids[victim].clone();
         let value = self.coalition_value(p, sh);
-        let to = if byzantine { To::Everyone } else { To::Coordinator };
+        let to = if byzantine {
+            To::Everyone
+        } else {
+            To::Coordinator
+        };
         let phases: &[Phase] = if byzantine {
             &[Phase::Prepare, Phase::Commit]
         } else {
@@ -625,18 +729,41 @@ impl Agent {
         };
         let envs: Vec<SignedEnvelope> = phases
             .iter()
-            .map(|&phase| self.seal(now, Some(&victim), &p.session_id, p.round, phase, value.clone(), false))
+            .map(|&phase| {
+                self.seal(
+                    now,
+                    Some(&victim),
+                    &p.session_id,
+                    p.round,
+                    phase,
+                    value.clone(),
+                    false,
+                )
+            })
             .collect();
         self.emit(now, to, envs, out);
     }
 
-    fn replay(&mut self, now: u64, p: &Proposal, sh: &Shared, bus: &[SignedEnvelope], to: To, out: &mut Outbox) {
-        let mut picks: Vec<SignedEnvelope> = sh.old.choose_multiple(&mut self.rng, 3).cloned().collect();
+    fn replay(
+        &mut self,
+        now: u64,
+        p: &Proposal,
+        sh: &Shared,
+        bus: &[SignedEnvelope],
+        to: To,
+        out: &mut Outbox,
+    ) {
+        let mut picks: Vec<SignedEnvelope> =
+            sh.old.choose_multiple(&mut self.rng, 3).cloned().collect();
         let earlier: Vec<&SignedEnvelope> = bus
             .iter()
             .filter(|e| e.session == p.session_id && e.round < p.round)
             .collect();
-        picks.extend(earlier.choose_multiple(&mut self.rng, 3).map(|e| (*e).clone()));
+        picks.extend(
+            earlier
+                .choose_multiple(&mut self.rng, 3)
+                .map(|e| (*e).clone()),
+        );
         let current: Vec<&SignedEnvelope> = bus
             .iter()
             .filter(|e| e.session == p.session_id && e.round == p.round && e.sender != self.id)
@@ -649,7 +776,14 @@ impl Agent {
 
     // ---- Single-round and multi-round votes -------------------------------------------------
 
-    fn vote_proposal(&mut self, now: u64, p: &Proposal, sh: &Shared, bus: &[SignedEnvelope], out: &mut Outbox) {
+    fn vote_proposal(
+        &mut self,
+        now: u64,
+        p: &Proposal,
+        sh: &Shared,
+        bus: &[SignedEnvelope],
+        out: &mut Outbox,
+    ) {
         if !self.answered.insert(p.round) {
             return; // a duplicate proposal
         }
@@ -703,11 +837,21 @@ impl Agent {
     }
 
     /// Sends `envs` a little later (a second, contradicting ballot).
-    fn hold_for(&mut self, now: u64, sh: &Shared, to: To, envs: Vec<SignedEnvelope>, out: &mut Outbox) {
+    fn hold_for(
+        &mut self,
+        now: u64,
+        sh: &Shared,
+        to: To,
+        envs: Vec<SignedEnvelope>,
+        out: &mut Outbox,
+    ) {
         self.next_token += 1;
         let token = self.next_token;
         let at = now + 1 + self.rng.gen_range(0..=sh.base_ms + sh.jitter_ms);
-        self.held.entry(token).or_default().push(Out { to, envs, delay: 0 });
+        self.held
+            .entry(token)
+            .or_default()
+            .push(Out { to, envs, delay: 0 });
         out.wakes.push((at, token));
     }
 
@@ -724,9 +868,14 @@ impl Agent {
             let previous = p
                 .proposal
                 .get("outcome")
-                .and_then(|o| o.get("choice").or_else(|| o.get("winner")).or_else(|| o.get("leader")))
+                .and_then(|o| {
+                    o.get("choice")
+                        .or_else(|| o.get("winner"))
+                        .or_else(|| o.get("leader"))
+                })
                 .and_then(|c| c.as_str());
-            let accept = previous.is_none_or(|c| c == pref.choice || pref.acceptable.iter().any(|a| a == c));
+            let accept =
+                previous.is_none_or(|c| c == pref.choice || pref.acceptable.iter().any(|a| a == c));
             return VoteValue::Choice(if accept { "accept" } else { "reject" }.to_owned());
         }
         match p.options.get(self.idx % p.options.len().max(1)) {
@@ -811,7 +960,9 @@ impl Agent {
                 Some(o) => VoteValue::Choice(o.clone()),
                 None => VoteValue::Abstain,
             },
-            VoteValue::Ranking(r) if r.len() > 1 => VoteValue::Ranking(r.iter().rev().cloned().collect()),
+            VoteValue::Ranking(r) if r.len() > 1 => {
+                VoteValue::Ranking(r.iter().rev().cloned().collect())
+            }
             VoteValue::Ranking(r) => match p.options.iter().find(|o| Some(*o) != r.first()) {
                 Some(o) => VoteValue::Ranking(vec![o.clone()]),
                 None => VoteValue::Abstain,

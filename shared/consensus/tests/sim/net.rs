@@ -66,11 +66,6 @@ impl NetConfig {
     pub(crate) fn is_lossless(&self) -> bool {
         self.drop == 0.0 && self.partitions.is_empty()
     }
-
-    /// The latest a message can arrive after it is sent, without extra sender delay.
-    pub(crate) fn max_latency(&self) -> u64 {
-        self.base_ms.max(1) + self.jitter_ms
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -83,9 +78,15 @@ pub(crate) struct NetStats {
 
 #[derive(Debug)]
 pub(crate) enum Event<M> {
-    Deliver { to: Node, msg: M },
+    Deliver {
+        to: Node,
+        msg: M,
+    },
     /// An agent's own timer (timing attacks, delayed second votes).
-    Wake { agent: usize, token: u64 },
+    Wake {
+        agent: usize,
+        token: u64,
+    },
     /// The coordinator asked for `handle_timeout` at this time.
     Timer,
 }
@@ -171,9 +172,5 @@ impl<M: Clone> Network<M> {
             due.push(entry.remove());
         }
         due
-    }
-
-    pub(crate) fn rng(&mut self) -> &mut ChaCha8Rng {
-        &mut self.rng
     }
 }

@@ -10,6 +10,7 @@ use super::{
     agent::{AgentSpec, Behaviour, Pref},
     keys::{ring, MAX_AGENTS},
     net::{NetConfig, Node, Partition},
+    seeds::Seeds,
 };
 
 /// The virtual clock's start: envelopes carry Unix-ms timestamps, checked against a tolerance.
@@ -207,7 +208,6 @@ impl NetKind {
         Self::Partitioned,
         Self::Flapping,
     ];
-    pub(crate) const LOSSLESS: [Self; 2] = [Self::Perfect, Self::Jittery];
 
     pub(crate) fn label(self) -> &'static str {
         match self {
@@ -221,7 +221,7 @@ impl NetKind {
 }
 
 /// What honest agents want.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum HonestPrefs {
     /// All prefer "a" and accept nothing else.
     Unanimous,
@@ -231,6 +231,17 @@ pub(crate) enum HonestPrefs {
     SplitAcceptAny,
     /// One of the above at random.
     Any,
+}
+
+impl HonestPrefs {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Unanimous => "unanimous",
+            Self::Split => "split",
+            Self::SplitAcceptAny => "split_accept_any",
+            Self::Any => "any",
+        }
+    }
 }
 
 /// Limits within which a property draws its scenarios.
@@ -247,6 +258,8 @@ pub(crate) struct Knobs {
     pub equivocate_to_coordinator: Option<bool>,
     /// Session timeout range in ms (inclusive).
     pub timeout: (u64, u64),
+    /// Seeds below `.0` use electorates of at most `.1` agents.
+    pub small_n: Option<(u64, usize)>,
 }
 
 impl Knobs {
@@ -260,6 +273,7 @@ impl Knobs {
             honest: HonestPrefs::Any,
             equivocate_to_coordinator: None,
             timeout: (2_000, 6_000),
+            small_n: None,
         }
     }
 
@@ -280,6 +294,13 @@ impl Knobs {
 
     pub(crate) fn n(mut self, lo: usize, hi: usize) -> Self {
         self.n = (lo, hi);
+        self
+    }
+
+    /// Seeds that run in every build (see [`Seeds`]) get electorates of at most `hi`
+    /// agents: where signature checks are slow, a byzantine run costs O(n²) of them.
+    pub(crate) fn small_n_below(mut self, seeds: &Seeds, hi: usize) -> Self {
+        self.small_n = Some((seeds.always_below(), hi));
         self
     }
 
@@ -319,6 +340,8 @@ pub(crate) struct Scenario {
     pub honest_values: Vec<String>,
     /// `Some(v)` when every honest agent prefers and accepts only `v`.
     pub unanimous: Option<String>,
+    /// How honest preferences were drawn (never `Any`).
+    pub honest_mode: HonestPrefs,
 }
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[T]) -> T {
@@ -333,6 +356,10 @@ impl Scenario {
         let mut class = pick(&mut rng, &knobs.classes);
         let net_kind = pick(&mut rng, &knobs.nets);
         let (lo, hi) = knobs.n;
+        let hi = match knobs.small_n {
+            Some((below, cap)) if seed < below => hi.min(cap).max(lo),
+            _ => hi,
+        };
         let mut n = rng.gen_range(lo..=hi.max(lo)).clamp(1, MAX_AGENTS);
         if class == FaultClass::BeyondF {
             n = n.max(4);
@@ -358,14 +385,21 @@ impl Scenario {
 
         // Options: the honest values, then the attackers' value.
         let honest_count = rng.gen_range(2..=3);
-        let honest_values: Vec<String> = ["a", "b", "c"][..honest_count].iter().map(|s| (*s).to_owned()).collect();
+        let honest_values: Vec<String> = ["a", "b", "c"][..honest_count]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         let wrong = "x".to_owned();
         let mut options = honest_values.clone();
         options.push(wrong.clone());
         let mode = match knobs.honest {
             HonestPrefs::Any => pick(
                 &mut rng,
-                &[HonestPrefs::Unanimous, HonestPrefs::Split, HonestPrefs::SplitAcceptAny],
+                &[
+                    HonestPrefs::Unanimous,
+                    HonestPrefs::Split,
+                    HonestPrefs::SplitAcceptAny,
+                ],
             ),
             m => m,
         };
@@ -375,9 +409,12 @@ impl Scenario {
         faulty.shuffle(&mut rng);
         faulty.truncate(faults);
         let ids = &ring().ids;
-        let coalition_leader = faulty.first().map_or_else(|| ids[0].to_string(), |&i| ids[i].to_string());
+        let coalition_leader = faulty
+            .first()
+            .map_or_else(|| ids[0].to_string(), |&i| ids[i].to_string());
 
         let round_ms = timeout_ms / 3;
+        let dim = if rng.gen_bool(0.7) { 1 } else { 2 };
         let mut agents = Vec::with_capacity(n);
         for i in 0..n {
             let behaviour = if faulty.contains(&i) {
@@ -396,11 +433,15 @@ impl Scenario {
                         at_ms: rng.gen_range(0..=timeout_ms / 2),
                     },
                     Attack::Equivocate => Behaviour::Equivocate {
-                        both_to_coordinator: knobs.equivocate_to_coordinator.unwrap_or_else(|| rng.gen_bool(0.7)),
+                        both_to_coordinator: knobs
+                            .equivocate_to_coordinator
+                            .unwrap_or_else(|| rng.gen_bool(0.7)),
                     },
                     Attack::InvalidSignature => Behaviour::InvalidSignature,
                     Attack::Replay => Behaviour::Replay,
-                    Attack::Timing => Behaviour::Timing { late: rng.gen_bool(0.5) },
+                    Attack::Timing => Behaviour::Timing {
+                        late: rng.gen_bool(0.5),
+                    },
                     Attack::Coalition => Behaviour::Coalition,
                     Attack::Adaptive => Behaviour::Adaptive,
                 }
@@ -426,7 +467,6 @@ impl Scenario {
                 ranking.swap(0, pos);
             }
             ranking.truncate(rng.gen_range(1..=ranking.len()));
-            let dim = if rng.gen_bool(0.7) { 1 } else { 2 };
             let value: Vec<f64> = (0..dim).map(|_| rng.gen_range(0.0..100.0)).collect();
             let offer_value = rng.gen_range(20.0..80.0);
             let spread = rng.gen_range(5.0..30.0);
@@ -440,7 +480,10 @@ impl Scenario {
                     step: rng.gen_range(0.4..0.9),
                     offer: (offer_value, offer_value - spread, offer_value + spread),
                     bid: rng.gen_range(1.0..100.0f64).round(),
-                    load: (rng.gen_range(0.0..10.0f64).round(), rng.gen_range(5.0..20.0f64).round()),
+                    load: (
+                        rng.gen_range(0.0..10.0f64).round(),
+                        rng.gen_range(5.0..20.0f64).round(),
+                    ),
                     leader: ids[rng.gen_range(0..n)].to_string(),
                     confidence: rng.gen_range(0.3..=1.0),
                     abstain: algo != Algo::Byzantine && rng.gen_bool(0.05),
@@ -455,7 +498,11 @@ impl Scenario {
         }
 
         let params = params_for(algo, n, &mut rng, &options);
-        let options = if algo.uses_options() { options } else { Vec::new() };
+        let options = if algo.uses_options() {
+            options
+        } else {
+            Vec::new()
+        };
         let net = network(net_kind, n, f, timeout_ms, &mut rng);
         Self {
             wrong_leader: coalition_leader,
@@ -475,6 +522,7 @@ impl Scenario {
             wrong,
             honest_values,
             unanimous,
+            honest_mode: mode,
         }
     }
 
@@ -488,7 +536,10 @@ impl Scenario {
     }
 
     pub(crate) fn faulty_count(&self) -> usize {
-        self.agents.iter().filter(|a| a.behaviour.is_faulty()).count()
+        self.agents
+            .iter()
+            .filter(|a| a.behaviour.is_faulty())
+            .count()
     }
 
     /// The byzantine f the session runs with (explicit `f` param, else ⌊(n−1)/3⌋).
@@ -554,9 +605,12 @@ fn single_stage(algo: &str, rng: &mut ChaCha8Rng) -> Value {
 
 fn params_for(algo: Algo, n: usize, rng: &mut ChaCha8Rng, options: &[String]) -> Value {
     match algo {
-        Algo::Majority | Algo::Supermajority | Algo::Unanimous | Algo::Plurality | Algo::Weighted | Algo::RankedChoice => {
-            single_stage(algo.name(), rng)
-        }
+        Algo::Majority
+        | Algo::Supermajority
+        | Algo::Unanimous
+        | Algo::Plurality
+        | Algo::Weighted
+        | Algo::RankedChoice => single_stage(algo.name(), rng),
         Algo::Byzantine => json!({"max_rounds": rng.gen_range(1..=4)}),
         Algo::Iterative => json!({
             "max_rounds": rng.gen_range(3..=10),
@@ -588,7 +642,15 @@ fn params_for(algo: Algo, n: usize, rng: &mut ChaCha8Rng, options: &[String]) ->
             "tie_break": pick(rng, &["lexicographic", "random"]),
         }),
         Algo::WorkDistribution => {
-            let strategy = pick(rng, &["round_robin", "least_loaded", "capability_match", "consistent_hashing"]);
+            let strategy = pick(
+                rng,
+                &[
+                    "round_robin",
+                    "least_loaded",
+                    "capability_match",
+                    "consistent_hashing",
+                ],
+            );
             let items: Vec<Value> = (0..rng.gen_range(1..=6))
                 .map(|i| {
                     if strategy == "capability_match" && rng.gen_bool(0.5) {
@@ -625,7 +687,16 @@ fn params_for(algo: Algo, n: usize, rng: &mut ChaCha8Rng, options: &[String]) ->
             members.truncate(rng.gen_range(1..=n));
             members.sort_unstable();
             let subset: Vec<String> = members.iter().map(|&i| ids[i].to_string()).collect();
-            let first = pick(rng, &["plurality", "weighted", "ranked_choice", "majority", "byzantine"]);
+            let first = pick(
+                rng,
+                &[
+                    "plurality",
+                    "weighted",
+                    "ranked_choice",
+                    "majority",
+                    "byzantine",
+                ],
+            );
             let mut stages = vec![if first == "byzantine" {
                 json!({"algorithm": "byzantine", "params": {"max_rounds": 2}, "options": options})
             } else {
@@ -694,7 +765,8 @@ fn network(kind: NetKind, n: usize, f: usize, timeout_ms: u64, rng: &mut ChaCha8
             let heal_ms = rng
                 .gen_bool(0.6)
                 .then(|| from_ms + rng.gen_range(50..=timeout_ms / 2));
-            let flap = (kind == NetKind::Flapping).then(|| (rng.gen_range(20..=400), rng.gen_range(20..=400)));
+            let flap = (kind == NetKind::Flapping)
+                .then(|| (rng.gen_range(20..=400), rng.gen_range(20..=400)));
             cfg.partitions.push(Partition {
                 groups,
                 from_ms,

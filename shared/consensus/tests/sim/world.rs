@@ -4,7 +4,9 @@
 
 use std::{collections::BTreeSet, rc::Rc};
 
-use mabeam_consensus::{AlgorithmSpec, Decision, Effect, Electorate, IntakeSettings, Participant, Session, SessionInit};
+use mabeam_consensus::{
+    AlgorithmSpec, Decision, Effect, Electorate, IntakeSettings, Participant, Session, SessionInit,
+};
 use mabeam_protocol::{
     session::{Ballot, Phase, Proposal, VoteValue},
     signing::EnvelopeHeader,
@@ -135,16 +137,43 @@ struct World {
     bus: Vec<SignedEnvelope>,
     armed: BTreeSet<u64>,
     report: Report,
+    /// `MABEAM_SIM_TRACE=1`: print every coordinator input and output (debugging a seed).
+    trace: bool,
+}
+
+fn context_summary(context: &mabeam_protocol::session::RoundContext) -> String {
+    match context {
+        mabeam_protocol::session::RoundContext::Byzantine {
+            fault_tolerance,
+            quorum,
+            suggestion,
+            ..
+        } => format!("byzantine f={fault_tolerance} quorum={quorum} suggestion={suggestion:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn describe_envelope(env: &SignedEnvelope) -> String {
+    match env.open::<Ballot>(&Limits::default()) {
+        Ok(b) => format!(
+            "{} r{} {:?} {:?} seq={} sess={}",
+            env.sender, env.round, b.phase, b.value, env.sequence, env.session
+        ),
+        Err(e) => format!("{} r{} undecodable ({e})", env.sender, env.round),
+    }
 }
 
 /// Runs `sc` to the end and reports what happened.
 pub(crate) fn simulate(sc: &Scenario) -> Report {
+    super::check::forget_verifications();
     let mut report = Report {
         start_ms: T0,
         end_ms: T0 + sc.timeout_ms,
         ..Report::default()
     };
-    let session = match session_init(sc).and_then(|init| Session::start(init, T0).map_err(|e| e.to_string())) {
+    let session = match session_init(sc)
+        .and_then(|init| Session::start(init, T0).map_err(|e| e.to_string()))
+    {
         Ok(s) => s,
         Err(e) => {
             report.init_error = Some(e);
@@ -162,7 +191,11 @@ pub(crate) fn simulate(sc: &Scenario) -> Report {
         wrong: sc.wrong.clone(),
         wrong_number: 1_000.0,
         wrong_leader: sc.wrong_leader.clone(),
-        old: if replaying { old_session_ballots(sc) } else { Vec::new() },
+        old: if replaying {
+            old_session_ballots(sc)
+        } else {
+            Vec::new()
+        },
         limits: Limits::default(),
         n: sc.n,
     };
@@ -181,6 +214,7 @@ pub(crate) fn simulate(sc: &Scenario) -> Report {
         bus: Vec::new(),
         armed: BTreeSet::new(),
         report,
+        trace: std::env::var("MABEAM_SIM_TRACE").is_ok_and(|v| v == "1"),
     };
     world.drain_coordinator();
     world.run();
@@ -194,13 +228,7 @@ pub(crate) fn simulate(sc: &Scenario) -> Report {
 impl World {
     fn run(&mut self) {
         let horizon = self.report.end_ms + GRACE_MS;
-        loop {
-            let Some(t) = self.net.next_time() else {
-                break;
-            };
-            if t > horizon {
-                break;
-            }
+        while let Some(t) = self.net.next_time().filter(|&t| t <= horizon) {
             self.now = t;
             let mut batch = Vec::new();
             let mut timer = false;
@@ -229,6 +257,9 @@ impl World {
             }
             if !batch.is_empty() {
                 for env in &batch {
+                    if self.trace {
+                        eprintln!("+{:>5} coord <- {}", t - T0, describe_envelope(env));
+                    }
                     self.report.deliveries.push((t, env.clone()));
                 }
                 // Everything due at one instant goes in as one batch, as the shell does.
@@ -241,6 +272,9 @@ impl World {
                 self.drain_coordinator();
             }
             if timer {
+                if self.trace {
+                    eprintln!("+{:>5} coord timer", t - T0);
+                }
                 self.armed.remove(&t);
                 self.session.handle_timeout(t);
                 self.drain_coordinator();
@@ -263,16 +297,45 @@ impl World {
     fn deliver_to_agent(&mut self, i: usize, msg: &Msg) {
         let mut out = Outbox::default();
         let agent = &mut self.agents[i];
+        let before = agent.decided.clone();
         match msg {
             Msg::Proposal(p) => agent.on_proposal(self.now, p, &self.shared, &self.bus, &mut out),
             Msg::Envelopes(envs) => agent.on_envelopes(self.now, envs, &self.shared, &mut out),
+        }
+        if self.trace {
+            if let Msg::Proposal(p) = msg {
+                eprintln!(
+                    "+{:>5} agent {i} <- proposal round {}",
+                    self.now - T0,
+                    p.round
+                );
+            }
+            if agent.decided != before {
+                eprintln!(
+                    "+{:>5} agent {i} DECIDED {:?}",
+                    self.now - T0,
+                    agent.decided
+                );
+            }
+            for send in &out.sends {
+                for env in &send.envs {
+                    eprintln!(
+                        "+{:>5} agent {i} -> {:?} (+{}ms) {}",
+                        self.now - T0,
+                        send.to,
+                        send.delay,
+                        describe_envelope(env)
+                    );
+                }
+            }
         }
         self.dispatch(i, out);
     }
 
     fn dispatch(&mut self, from: usize, out: Outbox) {
         for (at, token) in out.wakes {
-            self.net.schedule(at.max(self.now), Event::Wake { agent: from, token });
+            self.net
+                .schedule(at.max(self.now), Event::Wake { agent: from, token });
         }
         let n = self.agents.len();
         for send in out.sends {
@@ -280,15 +343,20 @@ impl World {
             let msg = Msg::Envelopes(Rc::new(send.envs));
             let src = Node::Agent(from);
             match send.to {
-                To::Coordinator => self.net.send(self.now, src, Node::Coordinator, msg, send.delay),
+                To::Coordinator => self
+                    .net
+                    .send(self.now, src, Node::Coordinator, msg, send.delay),
                 To::Peer(j) if j < n && j != from => {
-                    self.net.send(self.now, src, Node::Agent(j), msg, send.delay);
+                    self.net
+                        .send(self.now, src, Node::Agent(j), msg, send.delay);
                 }
                 To::Peer(_) => {}
                 To::Everyone => {
-                    self.net.send(self.now, src, Node::Coordinator, msg.clone(), send.delay);
+                    self.net
+                        .send(self.now, src, Node::Coordinator, msg.clone(), send.delay);
                     for j in (0..n).filter(|&j| j != from) {
-                        self.net.send(self.now, src, Node::Agent(j), msg.clone(), send.delay);
+                        self.net
+                            .send(self.now, src, Node::Agent(j), msg.clone(), send.delay);
                     }
                 }
             }
@@ -300,6 +368,20 @@ impl World {
             if !self.report.finishes.is_empty() {
                 self.report.effects_after_finish += 1;
             }
+            if self.trace {
+                let shown = match &effect {
+                    Effect::Propose { to, proposal } => format!(
+                        "Propose round {} {:?} to {} agents, deadline +{}, context {:?}",
+                        proposal.round,
+                        proposal.phase,
+                        to.len(),
+                        proposal.deadline_ms.saturating_sub(T0),
+                        context_summary(&proposal.context)
+                    ),
+                    other => format!("{other:?}").chars().take(400).collect(),
+                };
+                eprintln!("+{:>5} coord -> {shown}", self.now - T0);
+            }
             match &effect {
                 Effect::Propose { to, proposal } => {
                     let p = Rc::new((**proposal).clone());
@@ -307,8 +389,13 @@ impl World {
                     for id in to {
                         if let Some(j) = ring().ids.iter().position(|x| x == id) {
                             if j < self.agents.len() {
-                                self.net
-                                    .send(self.now, Node::Coordinator, Node::Agent(j), Msg::Proposal(p.clone()), 0);
+                                self.net.send(
+                                    self.now,
+                                    Node::Coordinator,
+                                    Node::Agent(j),
+                                    Msg::Proposal(p.clone()),
+                                    0,
+                                );
                             }
                         }
                     }
@@ -319,7 +406,9 @@ impl World {
                         self.net.schedule(at, Event::Timer);
                     }
                 }
-                Effect::Finished(decision) => self.report.finishes.push((self.now, (**decision).clone())),
+                Effect::Finished(decision) => {
+                    self.report.finishes.push((self.now, (**decision).clone()))
+                }
                 Effect::BallotRejected { .. } | Effect::Equivocation(_) | Effect::Switched(_) => {}
             }
             self.report.effects.push((self.now, effect));
