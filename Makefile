@@ -26,7 +26,9 @@ clippy: ## clippy on every target, warnings are errors
 # The consensus core must stay pure: no async runtime, NATS or Redis client anywhere in its
 # dependency tree (normal and build dependencies; dev-dependencies are test-only).
 check-pure-core: ## fail if mabeam-consensus depends on tokio, NATS or Redis
-	@deps=$$($(CARGO) tree -p mabeam-consensus -e normal,build --prefix none --locked | awk '{print $$1}' | sort -u); \
+	@tree=$$($(CARGO) tree -p mabeam-consensus -e normal,build --prefix none --locked) || { echo "cargo tree failed: cannot check purity"; exit 1; }; \
+	deps=$$(echo "$$tree" | awk '{print $$1}' | sort -u); \
+	echo "$$deps" | grep -qx 'mabeam-protocol' || { echo "dependency tree looks wrong (no mabeam-protocol): $$deps"; exit 1; }; \
 	bad=$$(echo "$$deps" | grep -E '^(tokio|tokio-[a-z-]+|async-nats|nats|redis|deadpool|deadpool-[a-z-]+|mio|async-std|smol)$$' || true); \
 	if [ -n "$$bad" ]; then echo "mabeam-consensus must be pure, but depends on: $$bad"; exit 1; fi; \
 	echo "mabeam-consensus is pure: $$(echo "$$deps" | wc -l) crates, none doing I/O"

@@ -4,7 +4,7 @@
 
 use mabeam_protocol::{result::AlgorithmSwitch, AgentId};
 
-use super::{intake::Accepted, Ctx, Effect, Machine, Scope, StageEnd, Step};
+use super::{intake::Accepted, on_inner, Ctx, Effect, Machine, Scope, StageEnd, Step};
 use crate::{algorithm::AdaptiveParams, AlgorithmSpec, ConfigError};
 
 #[derive(Debug)]
@@ -147,10 +147,7 @@ impl Adaptive {
     }
 
     pub(crate) fn on_ballot(&mut self, ctx: &mut Ctx, now: u64, accepted: &Accepted) -> Step {
-        let Some(inner) = self.inner.as_mut() else {
-            return Step::Continue;
-        };
-        let step = inner.on_ballot(ctx, now, accepted);
+        let step = on_inner(&mut self.inner, |m| m.on_ballot(ctx, now, accepted));
         self.after_inner(ctx, now, step)
     }
 
@@ -177,18 +174,12 @@ impl Adaptive {
                 }
             }
         }
-        let Some(inner) = self.inner.as_mut() else {
-            return Step::Continue;
-        };
-        let step = inner.on_timer(ctx, now);
+        let step = on_inner(&mut self.inner, |m| m.on_timer(ctx, now));
         self.after_inner(ctx, now, step)
     }
 
     pub(crate) fn on_equivocation(&mut self, ctx: &mut Ctx, now: u64, agent: &AgentId) -> Step {
-        let Some(inner) = self.inner.as_mut() else {
-            return Step::Continue;
-        };
-        let step = inner.on_equivocation(ctx, now, agent);
+        let step = on_inner(&mut self.inner, |m| m.on_equivocation(ctx, now, agent));
         self.after_inner(ctx, now, step)
     }
 }

@@ -18,7 +18,8 @@ pub struct IntakeSettings {
     /// How far a sender's timestamp may be from `now`, either way.
     pub clock_tolerance_ms: u64,
     /// Sequence numbers this far below a sender's highest are still accepted once
-    /// (reordering); older ones are replays.
+    /// (reordering); older ones are replays. At most 64 (one bit per number); larger values
+    /// act as 64.
     pub replay_window: u64,
 }
 

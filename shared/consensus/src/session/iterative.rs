@@ -103,12 +103,7 @@ impl Iterative {
             None => self.dimension = Some(value.len()),
             Some(_) => {}
         }
-        let expertise = self
-            .scope
-            .electorate
-            .get(agent)
-            .map_or(0.0, |p| p.expertise);
-        let weight = expertise * accepted.ballot.confidence.clamp(0.0, 1.0);
+        let weight = self.scope.weight(agent, accepted.ballot.confidence);
         self.values.insert(agent.clone(), (value, weight));
         if self.values.len() == self.scope.electorate.len() {
             return self.close(ctx, now);
@@ -126,10 +121,7 @@ impl Iterative {
 
     pub(crate) fn exclude(&mut self, ctx: &mut Ctx, now: u64, agent: &AgentId) -> Step {
         self.values.remove(agent);
-        let others_done =
-            self.scope.electorate.iter().all(|p| {
-                self.values.contains_key(&p.id) || ctx.intake.faulty().contains_key(&p.id)
-            });
+        let others_done = ctx.nothing_more_to_come(&self.scope, |id| self.values.contains_key(id));
         if others_done && !self.values.is_empty() {
             return self.close(ctx, now);
         }
@@ -261,11 +253,6 @@ impl Negotiation {
                 return Step::Continue;
             }
         };
-        let expertise = self
-            .scope
-            .electorate
-            .get(agent)
-            .map_or(0.0, |p| p.expertise);
         self.offers.insert(
             agent.clone(),
             Offer {
@@ -273,7 +260,7 @@ impl Negotiation {
                 value,
                 min,
                 max,
-                weight: expertise * accepted.ballot.confidence.clamp(0.0, 1.0),
+                weight: self.scope.weight(agent, accepted.ballot.confidence),
             },
         );
         if self.offers.len() == self.scope.electorate.len() {
@@ -292,10 +279,7 @@ impl Negotiation {
 
     pub(crate) fn exclude(&mut self, ctx: &mut Ctx, now: u64, agent: &AgentId) -> Step {
         self.offers.remove(agent);
-        let others_done =
-            self.scope.electorate.iter().all(|p| {
-                self.offers.contains_key(&p.id) || ctx.intake.faulty().contains_key(&p.id)
-            });
+        let others_done = ctx.nothing_more_to_come(&self.scope, |id| self.offers.contains_key(id));
         if others_done && !self.offers.is_empty() {
             return self.close(ctx, now);
         }

@@ -229,6 +229,18 @@ impl Scope {
     }
 }
 
+impl Scope {
+    /// A numeric ballot's weight: expertise × confidence (intake keeps confidence in [0, 1]).
+    pub(crate) fn weight(&self, agent: &AgentId, confidence: f64) -> f64 {
+        self.electorate.get(agent).map_or(0.0, |p| p.expertise) * confidence
+    }
+}
+
+/// Runs `f` on the machine a chain (adaptive, pipeline) is currently running, if any.
+pub(crate) fn on_inner(inner: &mut Option<Machine>, f: impl FnOnce(&mut Machine) -> Step) -> Step {
+    inner.as_mut().map_or(Step::Continue, f)
+}
+
 /// State shared by every machine of a session.
 #[derive(Debug)]
 pub(crate) struct Ctx {

@@ -4,7 +4,7 @@
 use mabeam_protocol::{AgentId, Status};
 use serde_json::json;
 
-use super::{intake::Accepted, Ctx, Machine, Scope, StageEnd, Step};
+use super::{intake::Accepted, on_inner, Ctx, Machine, Scope, StageEnd, Step};
 use crate::{algorithm::PipelineParams, AlgorithmSpec, ConfigError};
 
 #[derive(Debug)]
@@ -122,26 +122,17 @@ impl Pipeline {
     }
 
     pub(crate) fn on_ballot(&mut self, ctx: &mut Ctx, now: u64, accepted: &Accepted) -> Step {
-        let Some(inner) = self.inner.as_mut() else {
-            return Step::Continue;
-        };
-        let step = inner.on_ballot(ctx, now, accepted);
+        let step = on_inner(&mut self.inner, |m| m.on_ballot(ctx, now, accepted));
         self.after_inner(ctx, now, step)
     }
 
     pub(crate) fn on_timer(&mut self, ctx: &mut Ctx, now: u64) -> Step {
-        let Some(inner) = self.inner.as_mut() else {
-            return Step::Continue;
-        };
-        let step = inner.on_timer(ctx, now);
+        let step = on_inner(&mut self.inner, |m| m.on_timer(ctx, now));
         self.after_inner(ctx, now, step)
     }
 
     pub(crate) fn on_equivocation(&mut self, ctx: &mut Ctx, now: u64, agent: &AgentId) -> Step {
-        let Some(inner) = self.inner.as_mut() else {
-            return Step::Continue;
-        };
-        let step = inner.on_equivocation(ctx, now, agent);
+        let step = on_inner(&mut self.inner, |m| m.on_equivocation(ctx, now, agent));
         self.after_inner(ctx, now, step)
     }
 }
