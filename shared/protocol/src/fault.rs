@@ -145,6 +145,10 @@ pub struct AgentFaultCommand {
     /// Peers this agent must neither hear nor reach (partitions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unreachable: Vec<AgentId>,
+    /// The agent is on the far side of a partition from the coordinators: it hears no
+    /// proposals and its votes do not arrive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub coordinator_unreachable: bool,
 }
 
 impl_message!(AgentFaultCommand => "agent fault command");

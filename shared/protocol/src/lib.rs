@@ -26,7 +26,7 @@ pub use error::{ErrorCode, ErrorReply};
 pub use ids::{AgentId, IdError, SessionId, TaskId};
 pub use result::{Certificate, Outcome, Status, TaskResult};
 pub use signing::{
-    verify_batch, AgentKeypair, KeyError, PublicKey, SignatureError, SignedEnvelope,
+    verify_batch, AgentKeypair, EnvelopeHeader, KeyError, PublicKey, SignatureError, SignedEnvelope,
 };
 
 /// The protocol version this crate speaks. Decoders refuse any other.

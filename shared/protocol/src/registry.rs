@@ -138,3 +138,21 @@ pub struct RegistryAck {
 }
 
 impl_message!(RegistryAck => "registry ack");
+
+/// The session id registry envelopes (register, heartbeat, deregister) are signed under, so
+/// a registry signature can never pass for a ballot.
+pub const REGISTRY_SESSION: &str = "registry";
+
+/// The header of an agent's registry envelope. The sequence is the send time in
+/// microseconds, so it keeps increasing across agent restarts and the registry can refuse
+/// replays by remembering the last one per agent.
+pub fn registry_header(agent: &AgentId, now_ms: u64, now_us: u64) -> crate::EnvelopeHeader {
+    crate::EnvelopeHeader {
+        sender: agent.clone(),
+        #[allow(clippy::expect_used)]
+        session: crate::SessionId::new(REGISTRY_SESSION).expect("a valid id literal"),
+        round: 0,
+        sequence: now_us,
+        timestamp_ms: now_ms,
+    }
+}

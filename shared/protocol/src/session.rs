@@ -185,3 +185,48 @@ pub struct SessionQuery {
 }
 
 impl_message!(SessionQuery => "session query");
+
+/// Header on messages to an agent's inbox telling which message the body holds.
+pub const MESSAGE_TYPE_HEADER: &str = "Mabeam-Type";
+/// [`MESSAGE_TYPE_HEADER`] value of a [`Proposal`].
+pub const MESSAGE_TYPE_PROPOSAL: &str = "proposal";
+/// [`MESSAGE_TYPE_HEADER`] value of a [`SessionClosed`].
+pub const MESSAGE_TYPE_SESSION_CLOSED: &str = "session_closed";
+
+/// A session still running, as `mabeam.sessions.get` reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveSession {
+    pub session_id: SessionId,
+    pub algorithm: String,
+    pub round: u32,
+    pub participants: u32,
+    pub started_ms: u64,
+    pub deadline_ms: u64,
+    /// Coordinator instance holding the session's lease.
+    pub owner: String,
+}
+
+/// Where a task stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Accepted, not yet picked up by a coordinator.
+    Queued,
+    Running,
+    Finished,
+}
+
+/// Reply to `mabeam.sessions.get`: the result when the task finished, else its live status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionView {
+    #[serde(default = "current_version")]
+    pub v: u16,
+    pub task_id: TaskId,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<LiveSession>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<crate::TaskResult>,
+}
+
+impl_message!(SessionView => "session view");

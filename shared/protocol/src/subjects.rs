@@ -25,6 +25,8 @@ pub const REGISTRY_EVIDENCE: &str = "mabeam.registry.evidence";
 pub const FAULTS_INJECT: &str = "mabeam.faults.inject";
 pub const FAULTS_HEAL: &str = "mabeam.faults.heal";
 pub const FAULTS_LIST: &str = "mabeam.faults.list";
+/// Audit-trail query, answered by telemetry.
+pub const TELEMETRY_AUDIT: &str = "mabeam.telemetry.audit";
 
 /// Every event of every service.
 pub const EVENTS_ALL: &str = "mabeam.events.>";

@@ -121,3 +121,40 @@ pub struct TelemetryEvent {
 }
 
 impl_message!(TelemetryEvent => "telemetry event");
+
+/// Audit-trail query (`mabeam.telemetry.audit`, or `GET /audit` on telemetry's HTTP port).
+/// Filters combine with AND.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default = "current_version")]
+    pub v: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<TaskId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<AgentId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_ms: Option<u64>,
+    /// Newest first; at most this many (default 100, at most 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+impl_message!(AuditQuery => "audit query");
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Redis Stream entry id.
+    pub id: String,
+    pub event: TelemetryEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditPage {
+    #[serde(default = "current_version")]
+    pub v: u16,
+    pub records: Vec<AuditRecord>,
+}
+
+impl_message!(AuditPage => "audit page");

@@ -426,6 +426,7 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
         fault_id: p.text.clone(),
         behaviour: Some(behaviour),
         unreachable: vec![agent.clone()],
+        coordinator_unreachable: true,
     })?;
     visitor.visit(TelemetryEvent {
         v,

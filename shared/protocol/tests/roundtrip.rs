@@ -839,8 +839,9 @@ prop_compose! {
         fault_id in text(),
         behaviour in proptest::option::of(agent_behaviour()),
         unreachable in agent_ids(),
+        coordinator_unreachable in any::<bool>(),
     ) -> AgentFaultCommand {
-        AgentFaultCommand { v: PROTOCOL_VERSION, fault_id, behaviour, unreachable }
+        AgentFaultCommand { v: PROTOCOL_VERSION, fault_id, behaviour, unreachable, coordinator_unreachable }
     }
 }
 
