@@ -156,3 +156,15 @@ pub fn registry_header(agent: &AgentId, now_ms: u64, now_us: u64) -> crate::Enve
         timestamp_ms: now_ms,
     }
 }
+
+/// Coordinator → registry (`mabeam.registry.agreement`, no reply): which participants'
+/// final ballots agreed with a decided outcome, for dynamic expertise weights.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgreementReport {
+    #[serde(default = "current_version")]
+    pub v: u16,
+    pub session_id: crate::SessionId,
+    pub agreed: BTreeMap<AgentId, bool>,
+}
+
+impl_message!(AgreementReport => "agreement report");

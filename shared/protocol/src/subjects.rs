@@ -21,6 +21,8 @@ pub const REGISTRY_HEARTBEAT: &str = "mabeam.registry.heartbeat";
 pub const REGISTRY_QUERY: &str = "mabeam.registry.query";
 /// Coordinator → registry: equivocation evidence that quarantines an agent.
 pub const REGISTRY_EVIDENCE: &str = "mabeam.registry.evidence";
+/// Agreement reports for dynamic weights (published by coordinators, no reply).
+pub const REGISTRY_AGREEMENT: &str = "mabeam.registry.agreement";
 
 pub const FAULTS_INJECT: &str = "mabeam.faults.inject";
 pub const FAULTS_HEAL: &str = "mabeam.faults.heal";

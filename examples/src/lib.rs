@@ -1,0 +1,1 @@
+//! Example agents and scenarios run against a live mabeam stack

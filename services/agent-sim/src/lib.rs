@@ -1,0 +1,1 @@
+//! Simulated agent fleet: N agents with opinion profiles and Byzantine behaviours in one process

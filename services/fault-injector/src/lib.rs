@@ -1,0 +1,1 @@
+//! Fault injector service: agent behaviours, partitions, TCP fault proxy, scenario files

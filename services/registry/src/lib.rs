@@ -1,0 +1,1 @@
+//! Agent registry service: registration bound to keys, heartbeats, liveness, queries, quarantine

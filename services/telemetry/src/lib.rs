@@ -1,0 +1,1 @@
+//! Telemetry service: event ingest, audit trail in Redis Streams, aggregate metrics

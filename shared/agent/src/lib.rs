@@ -1,0 +1,1 @@
+//! Agent SDK: keys, registration, heartbeats, answering proposals, built-in fault layer
