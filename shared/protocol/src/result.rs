@@ -92,6 +92,20 @@ pub enum FaultReason {
     Silent,
 }
 
+impl FaultReason {
+    /// The snake_case wire name, also used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Equivocation => "equivocation",
+            Self::InvalidSignature => "invalid_signature",
+            Self::Replay => "replay",
+            Self::MalformedBallot => "malformed_ballot",
+            Self::Untimely => "untimely",
+            Self::Silent => "silent",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FaultyAgent {
     pub agent_id: AgentId,

@@ -1,0 +1,296 @@
+//! From a task message to a running session: decode, validate, resolve participants, claim
+//! the session in Redis, and hand it to a driver. Every refusal becomes a `rejected` result
+//! (stored, published, acked) — never a silent drop.
+
+use std::{sync::Arc, time::Duration};
+
+use async_nats::jetstream::{message::Acker, AckKind};
+use mabeam_consensus::{AlgorithmSpec, Session};
+use mabeam_protocol::{
+    codec::decode,
+    error::ErrorBody,
+    task::{ParticipantSelector, TaskSubmission},
+    telemetry::EventKind,
+    ErrorCode, SessionId, Status, TaskId, TaskResult, PROTOCOL_VERSION,
+};
+use mabeam_runtime::{now_ms, reply};
+use rand::Rng;
+
+use crate::{
+    driver::{session_init, Driver},
+    error::Rejection,
+    participants::{resolve, ResolveError},
+    store::{SessionRecord, StartOutcome},
+    Shared,
+};
+
+const NATS_MSG_ID: &str = "Nats-Msg-Id";
+
+fn outcome(label: &'static str) {
+    metrics::counter!("mabeam_coordinator_tasks_total", "outcome" => label).increment(1);
+}
+
+/// The id a task goes by: its own field, else the publisher's dedup id, else one derived
+/// from its stream position (stable across redeliveries).
+fn task_id_of(task: Option<&TaskSubmission>, msg: &async_nats::Message, stream_seq: u64) -> TaskId {
+    task.and_then(|t| t.task_id.clone())
+        .or_else(|| {
+            msg.headers
+                .as_ref()
+                .and_then(|h| h.get(NATS_MSG_ID))
+                .and_then(|v| TaskId::new(v.as_str()).ok())
+        })
+        .unwrap_or_else(|| sequence_id(stream_seq))
+}
+
+#[allow(clippy::expect_used)]
+fn sequence_id(stream_seq: u64) -> TaskId {
+    TaskId::new(format!("task-{stream_seq}")).expect("digits make a valid id")
+}
+
+pub(crate) async fn handle_task(
+    shared: Arc<Shared>,
+    msg: async_nats::jetstream::Message,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let (stream_seq, published_ms) = match msg.info() {
+        Ok(info) => (
+            info.stream_sequence,
+            u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).ok(),
+        ),
+        Err(_) => (0, None),
+    };
+    let (message, acker) = msg.split();
+    let decoded = reply::content_type(message.headers.as_ref())
+        .and_then(|ct| decode::<TaskSubmission>(ct, &message.payload, &shared.limits));
+    let task = match decoded {
+        Ok(t) => t,
+        Err(e) => {
+            let id = task_id_of(None, &message, stream_seq);
+            let rejection = Rejection::new(ErrorCode::from(&e), e.to_string());
+            return reject(&shared, id, String::new(), rejection, acker).await;
+        }
+    };
+    let task_id = task_id_of(Some(&task), &message, stream_seq);
+    match shared.store.result(&task_id).await {
+        Ok(Some(existing)) => {
+            // Duplicate or redelivery: the task already has its one result.
+            outcome("duplicate");
+            shared.publish_result_core(&existing).await;
+            let _ = acker.ack().await;
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => return defer(&task_id, &e.to_string(), acker).await,
+    }
+    if let Err(e) = AlgorithmSpec::parse(&task.algorithm, &task.params) {
+        let rejection = Rejection::new(e.code(), e.to_string());
+        return reject(&shared, task_id, task.algorithm.clone(), rejection, acker).await;
+    }
+    if matches!(task.participants, ParticipantSelector::All { all: false }) {
+        let rejection = Rejection::new(
+            ErrorCode::NoParticipants,
+            "participants.all is false: nobody selected",
+        );
+        return reject(&shared, task_id, task.algorithm.clone(), rejection, acker).await;
+    }
+    let electorate = match resolve(
+        &shared.nats,
+        &task.participants,
+        shared.config.registry_timeout,
+    )
+    .await
+    {
+        Ok(e) => e,
+        Err(ResolveError::Invalid(rejection)) => {
+            return reject(&shared, task_id, task.algorithm.clone(), rejection, acker).await
+        }
+        Err(ResolveError::Unavailable(why)) => return defer(&task_id, &why, acker).await,
+    };
+    let (session_id, seed) = {
+        let mut rng = rand::thread_rng();
+        let n: u64 = rng.gen();
+        (SessionId::new(format!("s-{n:016x}")), rng.gen::<u64>())
+    };
+    let Ok(session_id) = session_id else { return };
+    let record = SessionRecord {
+        task_id: task_id.clone(),
+        session_id,
+        task,
+        electorate,
+        seed,
+        started_ms: now_ms(),
+        submitted_ms: published_ms,
+        clock_tolerance_ms: shared.config.clock_tolerance_ms,
+    };
+    let init = match session_init(&shared, &record) {
+        Ok(i) => i,
+        Err(e) => {
+            let rejection = Rejection::new(e.code(), e.to_string());
+            return reject(
+                &shared,
+                task_id,
+                record.task.algorithm.clone(),
+                rejection,
+                acker,
+            )
+            .await;
+        }
+    };
+    match shared.store.start(&record, record.started_ms).await {
+        Ok(StartOutcome::Started(lease)) => {
+            let session = match Session::start(init, record.started_ms) {
+                Ok(s) => s,
+                Err(e) => {
+                    let rejection = Rejection::new(e.code(), e.to_string());
+                    return reject(
+                        &shared,
+                        task_id,
+                        record.task.algorithm.clone(),
+                        rejection,
+                        acker,
+                    )
+                    .await;
+                }
+            };
+            outcome("accepted");
+            shared
+                .events
+                .emit(EventKind::TaskAccepted {
+                    task_id: task_id.clone(),
+                    algorithm: record.task.algorithm.clone(),
+                })
+                .await;
+            shared
+                .events
+                .emit(EventKind::SessionStarted {
+                    task_id: task_id.clone(),
+                    session_id: record.session_id.clone(),
+                    algorithm: record.task.algorithm.clone(),
+                    participants: record.electorate.len() as u32,
+                })
+                .await;
+            let lost = shared.own(&lease, permit);
+            let driver = Driver {
+                shared: shared.clone(),
+                lease,
+                record,
+                session,
+                acker: Some(acker),
+                lost,
+                last_proposals: Default::default(),
+            };
+            driver.run(None).await;
+        }
+        Ok(StartOutcome::AlreadyFinished) => {
+            outcome("duplicate");
+            let _ = acker.ack().await;
+        }
+        Ok(StartOutcome::OwnedElsewhere | StartOutcome::Orphaned) => {
+            // Another replica runs it (or will resume it): wait for its result, then ack.
+            outcome("duplicate");
+            drop(permit);
+            follow(shared, task_id, acker).await;
+        }
+        Err(e) => defer(&task_id, &e.to_string(), acker).await,
+    }
+}
+
+/// The task cannot be handled now (registry or Redis unavailable): redeliver it later.
+async fn defer(task: &TaskId, why: &str, acker: Acker) {
+    outcome("deferred");
+    tracing::warn!(task = %task, reason = why, "task deferred; it will be redelivered");
+    let _ = acker
+        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+        .await;
+}
+
+pub(crate) async fn reject(
+    shared: &Shared,
+    task_id: TaskId,
+    algorithm: String,
+    rejection: Rejection,
+    acker: Acker,
+) {
+    outcome("rejected");
+    metrics::counter!("mabeam_coordinator_tasks_rejected_total", "code" => rejection.code.as_str())
+        .increment(1);
+    tracing::warn!(task = %task_id, code = rejection.code.as_str(), message = %rejection.message, "task rejected");
+    let now = now_ms();
+    let result = TaskResult {
+        v: PROTOCOL_VERSION,
+        task_id: task_id.clone(),
+        session_id: None,
+        algorithm,
+        status: Status::Rejected,
+        outcome: None,
+        reason: Some(rejection.message.clone()),
+        rounds: 0,
+        history: Vec::new(),
+        switches: Vec::new(),
+        participants: Vec::new(),
+        faulty_detected: Vec::new(),
+        certificate: None,
+        error: Some(ErrorBody {
+            code: rejection.code,
+            message: rejection.message.clone(),
+        }),
+        timings: mabeam_protocol::result::Timings {
+            submitted_ms: None,
+            started_ms: None,
+            finished_ms: Some(now),
+            duration_ms: 0,
+        },
+    };
+    match shared.store.store_unsessioned_result(&result).await {
+        Ok(true) => {
+            shared.publish_result(&result).await;
+            shared
+                .events
+                .emit(EventKind::TaskRejected {
+                    task_id: Some(task_id),
+                    code: rejection.code,
+                    message: rejection.message,
+                })
+                .await;
+        }
+        // A result already exists (a racing duplicate): the first one stands.
+        Ok(false) => {}
+        Err(e) => return defer(&result.task_id, &e.to_string(), acker).await,
+    }
+    let _ = acker.ack().await;
+}
+
+/// Holds a task message whose session another replica runs: signals progress so JetStream
+/// does not redeliver it, and acks once the result is stored. On shutdown it is handed back.
+pub(crate) async fn follow(shared: Arc<Shared>, task: TaskId, acker: Acker) {
+    let poll = shared.config.resume_scan.max(Duration::from_millis(50));
+    let progress_every = shared.config.ack_wait / 2;
+    let mut last_progress = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            _ = shared.handover.cancelled() => {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+        }
+        match shared.store.view(&task).await {
+            Ok(Some(view)) if view.result.is_some() => {
+                let _ = acker.ack().await;
+                return;
+            }
+            Ok(Some(_)) => {}
+            // Neither result nor session: the state is gone (e.g. Redis lost it); run it again.
+            Ok(None) => {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                return;
+            }
+            Err(_) => {}
+        }
+        if last_progress.elapsed() >= progress_every {
+            let _ = acker.ack_with(AckKind::Progress).await;
+            last_progress = tokio::time::Instant::now();
+        }
+    }
+}
