@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Seeded runs in `make sim`; override: make sim SIM_RUNS=1000000
 SIM_RUNS ?= 100000
 
-.PHONY: help test fmt fmt-check lint clippy check-pure-core unit sim bench bench-build build release
+.PHONY: help test fmt fmt-check lint clippy check-pure-core unit e2e bins deps sim bench bench-build build release run stop
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -33,8 +33,24 @@ check-pure-core: ## fail if mabeam-consensus depends on tokio, NATS or Redis
 	if [ -n "$$bad" ]; then echo "mabeam-consensus must be pure, but depends on: $$bad"; exit 1; fi; \
 	echo "mabeam-consensus is pure: $$(echo "$$deps" | wc -l) crates, none doing I/O"
 
-unit: ## unit, property, simulation (short campaign) and CLI tests
+# The end-to-end tests start the service binaries as processes: build them first.
+unit: bins ## unit, property, simulation (short campaign), CLI and end-to-end process tests
 	$(CARGO) test --workspace --locked
+
+e2e: bins ## only the end-to-end tests over real processes (nats-server, redis-server, services)
+	$(CARGO) test --locked -p mabeam-tests
+
+bins: ## build the service binaries the end-to-end tests run
+	$(CARGO) build --workspace --bins --locked
+
+deps: ## install nats-server and redis-server (apt-get) if missing
+	deploy/install-deps.sh
+
+run: ## the whole stack on loopback with a demo of every algorithm; Ctrl-C or make stop ends it
+	deploy/run-local.sh
+
+stop: ## stop what make run started
+	deploy/stop-local.sh
 
 sim: ## long seeded simulation campaign (SIM_RUNS runs) with a summary table
 	MABEAM_SIM_RUNS=$(SIM_RUNS) $(CARGO) test --release --locked -p mabeam-consensus --test simulation campaign -- --ignored --nocapture
