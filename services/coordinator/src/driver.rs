@@ -15,6 +15,7 @@ use mabeam_protocol::{
         Proposal, SessionClosed, MESSAGE_TYPE_HEADER, MESSAGE_TYPE_PROPOSAL,
         MESSAGE_TYPE_SESSION_CLOSED,
     },
+    registry::AgreementReport,
     subjects,
     telemetry::EventKind,
     AgentId, SignedEnvelope, TaskResult, PROTOCOL_VERSION,
@@ -329,6 +330,10 @@ impl Driver {
 
     async fn finish(&mut self, decision: Box<mabeam_consensus::Decision>) -> Exit {
         let participants = decision.participants.clone();
+        let agreement = decision
+            .outcome
+            .as_ref()
+            .map(|o| mabeam_consensus::weights::agreement(&decision.final_votes, o));
         let mut result = decision.into_result(
             self.record.task_id.clone(),
             self.record.session_id.clone(),
@@ -345,7 +350,27 @@ impl Driver {
             }
         }
         self.close(&participants, &result).await;
+        if let Some(agreed) = agreement.filter(|a| !a.is_empty()) {
+            self.report_agreement(agreed).await;
+        }
         Exit::Finished
+    }
+
+    /// Tells the registry who agreed with the decision (it adjusts expertise when dynamic
+    /// weights are enabled).
+    async fn report_agreement(&self, agreed: BTreeMap<AgentId, bool>) {
+        let report = AgreementReport {
+            v: PROTOCOL_VERSION,
+            session_id: self.record.session_id.clone(),
+            agreed,
+        };
+        if let Ok(body) = encode(ContentType::MsgPack, &report) {
+            let _ = self
+                .shared
+                .nats
+                .publish_with_headers(subjects::REGISTRY_AGREEMENT, reply::headers_for(ContentType::MsgPack), body.into())
+                .await;
+        }
     }
 
     async fn close(&self, participants: &[AgentId], result: &TaskResult) {

@@ -119,6 +119,9 @@ pub struct Decision {
     pub certificate: Option<Certificate>,
     pub started_ms: u64,
     pub finished_ms: u64,
+    /// Each agent's last valid ballot (equivocators' discarded), for dynamic weights
+    /// (`weights::agreement`).
+    pub final_votes: Vec<crate::tally::Vote>,
 }
 
 impl Decision {
@@ -460,6 +463,7 @@ pub struct Session {
     machine: Machine,
     algorithm: &'static str,
     finished: bool,
+    latest: BTreeMap<AgentId, crate::tally::Vote>,
 }
 
 impl Session {
@@ -500,6 +504,7 @@ impl Session {
             machine,
             algorithm,
             finished: false,
+            latest: BTreeMap::new(),
         };
         let step = session.machine.start(&mut session.ctx, now_ms);
         session.apply(step, now_ms);
@@ -585,7 +590,17 @@ impl Session {
             .intake
             .admit(now, &self.ctx.electorate, envelope, verified, open);
         let step = match admission {
-            Admission::Accepted(ballot) => self.machine.on_ballot(&mut self.ctx, now, &ballot),
+            Admission::Accepted(ballot) => {
+                self.latest.insert(
+                    ballot.agent.clone(),
+                    crate::tally::Vote {
+                        agent: ballot.agent.clone(),
+                        value: ballot.ballot.value.clone(),
+                        confidence: ballot.ballot.confidence,
+                    },
+                );
+                self.machine.on_ballot(&mut self.ctx, now, &ballot)
+            }
             Admission::Duplicate | Admission::Ignored => Step::Continue,
             Admission::Rejected {
                 agent,
@@ -601,6 +616,7 @@ impl Session {
             }
             Admission::Equivocation(evidence) => {
                 let agent = evidence.agent_id.clone();
+                self.latest.remove(&agent);
                 self.ctx.out.push_back(Effect::Equivocation(evidence));
                 self.machine.on_equivocation(&mut self.ctx, now, &agent)
             }
@@ -651,6 +667,7 @@ impl Session {
             certificate: end.certificate,
             started_ms: self.ctx.started_ms,
             finished_ms: now,
+            final_votes: std::mem::take(&mut self.latest).into_values().collect(),
         };
         self.ctx.out.push_back(Effect::Finished(Box::new(decision)));
     }
