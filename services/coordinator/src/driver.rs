@@ -11,11 +11,11 @@ use futures::{FutureExt, StreamExt};
 use mabeam_consensus::{session::Effect, IntakeSettings, Session, SessionInit};
 use mabeam_protocol::{
     codec::{decode, encode, ContentType},
+    registry::AgreementReport,
     session::{
         Proposal, SessionClosed, MESSAGE_TYPE_HEADER, MESSAGE_TYPE_PROPOSAL,
         MESSAGE_TYPE_SESSION_CLOSED,
     },
-    registry::AgreementReport,
     subjects,
     telemetry::EventKind,
     AgentId, SignedEnvelope, TaskResult, PROTOCOL_VERSION,
@@ -368,7 +368,11 @@ impl Driver {
             let _ = self
                 .shared
                 .nats
-                .publish_with_headers(subjects::REGISTRY_AGREEMENT, reply::headers_for(ContentType::MsgPack), body.into())
+                .publish_with_headers(
+                    subjects::REGISTRY_AGREEMENT,
+                    reply::headers_for(ContentType::MsgPack),
+                    body.into(),
+                )
                 .await;
         }
     }

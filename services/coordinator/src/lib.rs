@@ -190,7 +190,6 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
             duplicate_window: config.dedup_window,
-            max_message_size: i32::try_from(config.common.max_message_bytes).unwrap_or(i32::MAX),
             ..Default::default()
         })
         .await
@@ -227,6 +226,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         .add(subjects::SESSIONS_GET)
         .await
         .map_err(|e| Error::Endpoint(e.to_string()))?;
+    mabeam_runtime::nats::confirm_subscriptions(&base.nats, Duration::from_secs(5)).await?;
 
     let instance = config.common.instance.clone();
     let store = Store::new(

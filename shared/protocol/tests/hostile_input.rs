@@ -16,20 +16,20 @@ use mabeam_protocol::{
         Link, LinkFault,
     },
     registry::{
-        AgentInfo, AgentList, AgentQuery, AgentStatus, Deregistration, Heartbeat, Registration,
-        RegistryAck,
+        AgentInfo, AgentList, AgentQuery, AgentStatus, AgreementReport, Deregistration, Heartbeat,
+        Registration, RegistryAck,
     },
     result::{
         AlgorithmSwitch, Certificate, FaultReason, FaultyAgent, Outcome, RoundRecord, Status,
         TaskResult, Timings,
     },
     session::{
-        Ballot, ElectorateMember, EquivocationEvidence, Phase, Proposal, RoundContext,
-        SessionClosed, SessionQuery, VoteValue,
+        Ballot, ElectorateMember, EquivocationEvidence, LiveSession, Phase, Proposal, RoundContext,
+        SessionClosed, SessionQuery, SessionView, TaskState, VoteValue,
     },
     signing::EnvelopeHeader,
     task::{ParticipantSelector, TaskSubmission},
-    telemetry::{EventKind, Service, TelemetryEvent},
+    telemetry::{AuditPage, AuditQuery, AuditRecord, EventKind, Service, TelemetryEvent},
     AgentId, AgentKeypair, ContentType, DecodeError, ErrorReply, Limits, Message, PublicKey,
     SessionId, SignedEnvelope, TaskId, PROTOCOL_VERSION,
 };
@@ -63,6 +63,7 @@ fn decode_with_every_decoder(
         one::<EquivocationEvidence>(content_type, bytes, limits),
         one::<SessionQuery>(content_type, bytes, limits),
         one::<TaskResult>(content_type, bytes, limits),
+        one::<SessionView>(content_type, bytes, limits),
         one::<ErrorReply>(content_type, bytes, limits),
         one::<Registration>(content_type, bytes, limits),
         one::<Heartbeat>(content_type, bytes, limits),
@@ -70,11 +71,14 @@ fn decode_with_every_decoder(
         one::<AgentQuery>(content_type, bytes, limits),
         one::<AgentList>(content_type, bytes, limits),
         one::<RegistryAck>(content_type, bytes, limits),
+        one::<AgreementReport>(content_type, bytes, limits),
         one::<FaultSpec>(content_type, bytes, limits),
         one::<FaultHeal>(content_type, bytes, limits),
         one::<FaultList>(content_type, bytes, limits),
         one::<AgentFaultCommand>(content_type, bytes, limits),
         one::<TelemetryEvent>(content_type, bytes, limits),
+        one::<AuditQuery>(content_type, bytes, limits),
+        one::<AuditPage>(content_type, bytes, limits),
         one::<SignedEnvelope>(content_type, bytes, limits),
     ]
 }
@@ -226,7 +230,7 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
         v,
         task_id: task.clone(),
     })?;
-    visitor.visit(TaskResult {
+    let result = TaskResult {
         v,
         task_id: task.clone(),
         session_id: Some(session.clone()),
@@ -299,6 +303,26 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
             finished_ms: Some(1),
             duration_ms: 5,
         },
+    };
+    visitor.visit(result.clone())?;
+    visitor.visit(SessionView {
+        v,
+        task_id: task.clone(),
+        state: match pick(3) {
+            0 => TaskState::Queued,
+            1 => TaskState::Running,
+            _ => TaskState::Finished,
+        },
+        live: Some(LiveSession {
+            session_id: session.clone(),
+            algorithm: p.text.clone(),
+            round: 2,
+            participants: 7,
+            started_ms: p.n,
+            deadline_ms: p.n,
+            owner: p.text.clone(),
+        }),
+        result: Some(result),
     })?;
     visitor.visit(ErrorReply {
         v,
@@ -350,6 +374,11 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
         v,
         agent_id: agent.clone(),
         status: AgentStatus::Recovered,
+    })?;
+    visitor.visit(AgreementReport {
+        v,
+        session_id: session.clone(),
+        agreed: BTreeMap::from([(agent.clone(), pick(2) == 0)]),
     })?;
     let behaviour = match pick(11) {
         0 => AgentBehaviour::Crash,
@@ -428,7 +457,7 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
         unreachable: vec![agent.clone()],
         coordinator_unreachable: true,
     })?;
-    visitor.visit(TelemetryEvent {
+    let event = TelemetryEvent {
         v,
         service: Service::Coordinator,
         instance: p.text.clone(),
@@ -485,6 +514,22 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
                 fault_id: p.text.clone(),
             },
         },
+    };
+    visitor.visit(event.clone())?;
+    visitor.visit(AuditQuery {
+        v,
+        task_id: (pick(2) == 0).then(|| task.clone()),
+        agent_id: Some(agent.clone()),
+        since_ms: Some(p.n / 2),
+        until_ms: Some(p.n),
+        limit: Some(100),
+    })?;
+    visitor.visit(AuditPage {
+        v,
+        records: vec![AuditRecord {
+            id: format!("{}-0", p.n),
+            event,
+        }],
     })?;
     let mut envelope = first;
     envelope.v = v;
@@ -614,7 +659,7 @@ proptest! {
 }
 
 proptest! {
-    // Each case decodes every prefix of 40 encodings, so few cases keep the debug run short;
+    // Each case decodes every prefix of 48 encodings, so few cases keep the debug run short;
     // the enum variants the samples pick vary between runs (every variant is covered on
     // each run by the round-trip properties in roundtrip.rs).
     #![proptest_config(ProptestConfig::with_cases(8))]

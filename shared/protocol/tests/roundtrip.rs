@@ -19,20 +19,20 @@ use mabeam_protocol::{
         Link, LinkFault,
     },
     registry::{
-        AgentInfo, AgentList, AgentQuery, AgentStatus, Deregistration, Heartbeat, Registration,
-        RegistryAck,
+        AgentInfo, AgentList, AgentQuery, AgentStatus, AgreementReport, Deregistration, Heartbeat,
+        Registration, RegistryAck,
     },
     result::{
         AlgorithmSwitch, Certificate, FaultReason, FaultyAgent, Outcome, RoundRecord, Status,
         TaskResult, Timings,
     },
     session::{
-        Ballot, ElectorateMember, EquivocationEvidence, Phase, Proposal, RoundContext,
-        SessionClosed, SessionQuery, VoteValue,
+        Ballot, ElectorateMember, EquivocationEvidence, LiveSession, Phase, Proposal, RoundContext,
+        SessionClosed, SessionQuery, SessionView, TaskState, VoteValue,
     },
     signing::EnvelopeHeader,
     task::{ParticipantSelector, TaskSubmission},
-    telemetry::{EventKind, Service, TelemetryEvent},
+    telemetry::{AuditPage, AuditQuery, AuditRecord, EventKind, Service, TelemetryEvent},
     AgentId, AgentKeypair, ContentType, ErrorReply, Limits, Message, PublicKey, SessionId,
     SignedEnvelope, TaskId, PROTOCOL_VERSION,
 };
@@ -156,6 +156,9 @@ const _: fn(&Phase) = |p| match p {
 };
 const _: fn(&Link) = |l| match l {
     Link::Nats | Link::Redis => {}
+};
+const _: fn(&TaskState) = |s| match s {
+    TaskState::Queued | TaskState::Running | TaskState::Finished => {}
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -313,6 +316,14 @@ fn service() -> impl Strategy<Value = Service> {
 
 fn link() -> impl Strategy<Value = Link> {
     prop_oneof![Just(Link::Nats), Just(Link::Redis)]
+}
+
+fn task_state() -> impl Strategy<Value = TaskState> {
+    prop_oneof![
+        Just(TaskState::Queued),
+        Just(TaskState::Running),
+        Just(TaskState::Finished),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -654,6 +665,31 @@ prop_compose! {
 }
 
 prop_compose! {
+    fn live_session()(
+        session_id in session_id(),
+        algorithm in text(),
+        round in any::<u32>(),
+        participants in any::<u32>(),
+        started_ms in any::<u64>(),
+        deadline_ms in any::<u64>(),
+        owner in text(),
+    ) -> LiveSession {
+        LiveSession { session_id, algorithm, round, participants, started_ms, deadline_ms, owner }
+    }
+}
+
+prop_compose! {
+    fn session_view()(
+        task_id in task_id(),
+        state in task_state(),
+        live in proptest::option::of(live_session()),
+        result in proptest::option::of(task_result()),
+    ) -> SessionView {
+        SessionView { v: PROTOCOL_VERSION, task_id, state, live, result }
+    }
+}
+
+prop_compose! {
     fn error_reply()(code in error_code(), message in text()) -> ErrorReply {
         ErrorReply { v: PROTOCOL_VERSION, code, message }
     }
@@ -743,6 +779,15 @@ prop_compose! {
 prop_compose! {
     fn registry_ack()(agent_id in agent_id(), status in agent_status()) -> RegistryAck {
         RegistryAck { v: PROTOCOL_VERSION, agent_id, status }
+    }
+}
+
+prop_compose! {
+    fn agreement_report()(
+        session_id in session_id(),
+        agreed in prop::collection::btree_map(agent_id(), any::<bool>(), 0..4),
+    ) -> AgreementReport {
+        AgreementReport { v: PROTOCOL_VERSION, session_id, agreed }
     }
 }
 
@@ -938,6 +983,30 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn audit_query()(
+        task_id in proptest::option::of(task_id()),
+        agent_id in proptest::option::of(agent_id()),
+        since_ms in proptest::option::of(any::<u64>()),
+        until_ms in proptest::option::of(any::<u64>()),
+        limit in proptest::option::of(any::<u32>()),
+    ) -> AuditQuery {
+        AuditQuery { v: PROTOCOL_VERSION, task_id, agent_id, since_ms, until_ms, limit }
+    }
+}
+
+prop_compose! {
+    fn audit_record()(id in text(), event in telemetry_event()) -> AuditRecord {
+        AuditRecord { id, event }
+    }
+}
+
+prop_compose! {
+    fn audit_page()(records in prop::collection::vec(audit_record(), 0..4)) -> AuditPage {
+        AuditPage { v: PROTOCOL_VERSION, records }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The properties.
 
@@ -1000,6 +1069,11 @@ proptest! {
     }
 
     #[test]
+    fn session_view_roundtrips_in_msgpack_and_json(message in session_view()) {
+        assert_roundtrips(&message)?;
+    }
+
+    #[test]
     fn error_reply_roundtrips_in_msgpack_and_json(message in error_reply()) {
         assert_roundtrips(&message)?;
     }
@@ -1035,6 +1109,11 @@ proptest! {
     }
 
     #[test]
+    fn agreement_report_roundtrips_in_msgpack_and_json(message in agreement_report()) {
+        assert_roundtrips(&message)?;
+    }
+
+    #[test]
     fn fault_spec_roundtrips_in_msgpack_and_json(message in fault_spec()) {
         assert_roundtrips(&message)?;
     }
@@ -1056,6 +1135,16 @@ proptest! {
 
     #[test]
     fn telemetry_event_roundtrips_in_msgpack_and_json(message in telemetry_event()) {
+        assert_roundtrips(&message)?;
+    }
+
+    #[test]
+    fn audit_query_roundtrips_in_msgpack_and_json(message in audit_query()) {
+        assert_roundtrips(&message)?;
+    }
+
+    #[test]
+    fn audit_page_roundtrips_in_msgpack_and_json(message in audit_page()) {
         assert_roundtrips(&message)?;
     }
 

@@ -116,6 +116,33 @@ pub async fn connect(
     }
 }
 
+/// Returns once the server has processed every subscription made so far on `client`, so a
+/// request sent after a service's `start` returns finds a responder. `Client::flush` is not
+/// enough: it only empties the socket buffer. The server handles a connection's operations in
+/// order, so a message published after the subscriptions coming back proves them in place.
+pub async fn confirm_subscriptions(
+    client: &async_nats::Client,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
+    use futures::StreamExt;
+    let failed =
+        |detail: String| RuntimeError::Service(format!("subscriptions not confirmed: {detail}"));
+    let inbox = client.new_inbox();
+    let mut probe = client
+        .subscribe(inbox.clone())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    client
+        .publish(inbox, bytes::Bytes::new())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    match tokio::time::timeout(timeout, probe.next()).await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(failed("the connection closed".into())),
+        Err(_) => Err(failed(format!("no echo within {timeout:?}"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
