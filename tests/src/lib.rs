@@ -66,7 +66,10 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }
 
@@ -104,14 +107,22 @@ impl ServiceProcess {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("{} exited early with {status}; see {}", self.name, self.log.display());
+                panic!(
+                    "{} exited early with {status}; see {}",
+                    self.name,
+                    self.log.display()
+                );
             }
             if let Some((200, _)) = http_get(self.http, "/readyz") {
                 return;
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("{} not ready within {timeout:?}; see {}", self.name, self.log.display());
+        panic!(
+            "{} not ready within {timeout:?}; see {}",
+            self.name,
+            self.log.display()
+        );
     }
 
     pub fn is_ready(&self) -> bool {
@@ -120,7 +131,9 @@ impl ServiceProcess {
 
     /// `/metrics` text.
     pub fn metrics(&self) -> String {
-        http_get(self.http, "/metrics").map(|(_, b)| b).unwrap_or_default()
+        http_get(self.http, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
     }
 
     /// SIGKILL: no goodbye, leases left to expire.
@@ -134,7 +147,10 @@ impl ServiceProcess {
     /// SIGTERM and wait for the graceful exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Ok(Some(status)) = c.try_wait() {
@@ -269,7 +285,9 @@ pub struct Stack {
 
 impl Stack {
     pub async fn start(opts: StackOptions) -> Self {
-        let infra = tokio::task::spawn_blocking(Infra::start).await.expect("infra");
+        let infra = tokio::task::spawn_blocking(Infra::start)
+            .await
+            .expect("infra");
         let logs = logs_dir(&opts.name);
         let base_env = |name: &str| {
             let mut env = infra.env();
@@ -277,7 +295,10 @@ impl Stack {
             env.insert("MABEAM_LOG_FORMAT".into(), "json".into());
             env.insert("MABEAM_INSTANCE".into(), name.into());
             env.extend(opts.env.clone());
-            env.insert("MABEAM_HTTP_ADDR".into(), format!("127.0.0.1:{}", free_port()));
+            env.insert(
+                "MABEAM_HTTP_ADDR".into(),
+                format!("127.0.0.1:{}", free_port()),
+            );
             env
         };
         let process = |name: &str, binary: &str, extra: &BTreeMap<String, String>| {
@@ -307,9 +328,15 @@ impl Stack {
             let redis_proxy = format!("127.0.0.1:{}", free_port());
             let extra: BTreeMap<String, String> = [
                 ("MABEAM_PROXY_NATS_LISTEN", nats_proxy.clone()),
-                ("MABEAM_PROXY_NATS_UPSTREAM", format!("127.0.0.1:{}", infra.nats.port())),
+                (
+                    "MABEAM_PROXY_NATS_UPSTREAM",
+                    format!("127.0.0.1:{}", infra.nats.port()),
+                ),
                 ("MABEAM_PROXY_REDIS_LISTEN", redis_proxy.clone()),
-                ("MABEAM_PROXY_REDIS_UPSTREAM", format!("127.0.0.1:{}", infra.redis.port())),
+                (
+                    "MABEAM_PROXY_REDIS_UPSTREAM",
+                    format!("127.0.0.1:{}", infra.redis.port()),
+                ),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
@@ -344,7 +371,9 @@ impl Stack {
         for f in &mut fleets {
             f.wait_ready(ready);
         }
-        let client = async_nats::connect(infra.nats.url()).await.expect("test client");
+        let client = async_nats::connect(infra.nats.url())
+            .await
+            .expect("test client");
         let stack = Self {
             infra,
             registry,
@@ -362,7 +391,11 @@ impl Stack {
     }
 
     /// Sends a request in msgpack and decodes the reply (or the error reply).
-    pub async fn request<Q: Message, R: Message>(&self, subject: &str, query: &Q) -> Result<R, ErrorReply> {
+    pub async fn request<Q: Message, R: Message>(
+        &self,
+        subject: &str,
+        query: &Q,
+    ) -> Result<R, ErrorReply> {
         let body = encode(ContentType::MsgPack, query).expect("encode");
         let request = async_nats::Request::new()
             .payload(body.into())
@@ -376,7 +409,10 @@ impl Stack {
         if let Some(err) = reply::as_error(response.headers.as_ref(), &response.payload) {
             return Err(err);
         }
-        Ok(decode(ContentType::MsgPack, &response.payload, &Limits::default()).expect("reply decodes"))
+        Ok(
+            decode(ContentType::MsgPack, &response.payload, &Limits::default())
+                .expect("reply decodes"),
+        )
     }
 
     pub async fn agents(&self) -> AgentList {
@@ -396,7 +432,11 @@ impl Stack {
         let start = Instant::now();
         loop {
             let list = self.agents().await;
-            let eligible = list.agents.iter().filter(|a| a.status.is_eligible()).count();
+            let eligible = list
+                .agents
+                .iter()
+                .filter(|a| a.status.is_eligible())
+                .count();
             if eligible >= n {
                 return;
             }
@@ -409,7 +449,12 @@ impl Stack {
     }
 
     /// Publishes a task body (any encoding) on `mabeam.tasks.submit` through JetStream.
-    pub async fn submit_raw(&self, body: Vec<u8>, content_type: Option<&str>, msg_id: Option<&str>) {
+    pub async fn submit_raw(
+        &self,
+        body: Vec<u8>,
+        content_type: Option<&str>,
+        msg_id: Option<&str>,
+    ) {
         let js = async_nats::jetstream::new(self.client.clone());
         let mut headers = async_nats::HeaderMap::new();
         if let Some(ct) = content_type {
@@ -427,7 +472,10 @@ impl Stack {
 
     /// Submits a task given as JSON, encoded as asked; returns its task id.
     pub async fn submit(&self, task: serde_json::Value, content_type: ContentType) -> TaskId {
-        let id = task["task_id"].as_str().expect("tests name their tasks").to_owned();
+        let id = task["task_id"]
+            .as_str()
+            .expect("tests name their tasks")
+            .to_owned();
         let body = match content_type {
             ContentType::Json => serde_json::to_vec(&task).expect("json"),
             ContentType::MsgPack => {
@@ -436,7 +484,8 @@ impl Stack {
                 encode(ContentType::MsgPack, &typed).expect("msgpack")
             }
         };
-        self.submit_raw(body, Some(content_type.header_value()), None).await;
+        self.submit_raw(body, Some(content_type.header_value()), None)
+            .await;
         TaskId::new(id).expect("task id")
     }
 
@@ -460,7 +509,12 @@ impl Stack {
     }
 
     /// Submits and waits for the result.
-    pub async fn decide(&self, task: serde_json::Value, content_type: ContentType, timeout: Duration) -> TaskResult {
+    pub async fn decide(
+        &self,
+        task: serde_json::Value,
+        content_type: ContentType,
+        timeout: Duration,
+    ) -> TaskResult {
         let id = task["task_id"].as_str().expect("task id").to_owned();
         let mut sub = self.watch(&id).await;
         self.submit(task, content_type).await;
@@ -481,7 +535,10 @@ impl Stack {
     /// The result stored in Redis.
     pub async fn stored_result(&self, task: &str) -> Option<TaskResult> {
         let client = redis::Client::open(self.infra.redis.url()).expect("redis url");
-        let mut conn = client.get_multiplexed_async_connection().await.expect("redis");
+        let mut conn = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
         let bytes: Option<Vec<u8>> = redis::cmd("GET")
             .arg(format!("mabeam:result:{task}"))
             .query_async(&mut conn)

@@ -18,7 +18,10 @@ async fn every_algorithm_is_decided_in_json_and_msgpack() {
             .fleet(Fleet::new("agent", 7).with("MABEAM_SIM_PROFILE", "consensus")),
     )
     .await;
-    for (encoding, content_type) in [("json", ContentType::Json), ("msgpack", ContentType::MsgPack)] {
+    for (encoding, content_type) in [
+        ("json", ContentType::Json),
+        ("msgpack", ContentType::MsgPack),
+    ] {
         let tasks = catalogue(&format!("e2e-{encoding}"), &json!({"all": true}));
         let mut watches = Vec::new();
         for (algorithm, task) in &tasks {
@@ -33,16 +36,37 @@ async fn every_algorithm_is_decided_in_json_and_msgpack() {
                 Status::Decided,
                 "{algorithm} ({encoding}) was not decided: {result:?}"
             );
-            assert!(result.outcome.is_some(), "{algorithm}: decided without an outcome");
-            assert_eq!(result.participants.len(), 7, "{algorithm}: every agent took part");
+            assert!(
+                result.outcome.is_some(),
+                "{algorithm}: decided without an outcome"
+            );
+            assert_eq!(
+                result.participants.len(),
+                7,
+                "{algorithm}: every agent took part"
+            );
             if *algorithm == "byzantine" {
-                let cert = result.certificate.as_ref().expect("byzantine results carry a certificate");
-                cert.verify(&Default::default()).expect("the certificate verifies");
+                let cert = result
+                    .certificate
+                    .as_ref()
+                    .expect("byzantine results carry a certificate");
+                cert.verify(&Default::default())
+                    .expect("the certificate verifies");
             }
-            let stored = stack.stored_result(&id).await.expect("result stored in Redis");
-            assert_eq!(stored, result, "{algorithm}: Redis and the results subject agree");
+            let stored = stack
+                .stored_result(&id)
+                .await
+                .expect("result stored in Redis");
+            assert_eq!(
+                stored, result,
+                "{algorithm}: Redis and the results subject agree"
+            );
             let view = stack.session(&id).await.expect("sessions.get answers");
-            assert_eq!(view.result.as_ref(), Some(&result), "{algorithm}: sessions.get returns the result");
+            assert_eq!(
+                view.result.as_ref(),
+                Some(&result),
+                "{algorithm}: sessions.get returns the result"
+            );
         }
     }
 }

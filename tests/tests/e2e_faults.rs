@@ -18,7 +18,11 @@ async fn members(stack: &Stack, capability: &str) -> Vec<AgentId> {
     let list: mabeam_protocol::registry::AgentList = stack
         .request(
             subjects::REGISTRY_QUERY,
-            &AgentQuery { v: PROTOCOL_VERSION, capability: Some(capability.into()), ..AgentQuery::default() },
+            &AgentQuery {
+                v: PROTOCOL_VERSION,
+                capability: Some(capability.into()),
+                ..AgentQuery::default()
+            },
         )
         .await
         .unwrap();
@@ -31,11 +35,17 @@ async fn inject(stack: &Stack, id: &str, agents: &[AgentId], behaviour: AgentBeh
     let spec = FaultSpec {
         v: PROTOCOL_VERSION,
         id: Some(id.into()),
-        fault: FaultKind::Agents { agents: agents.to_vec(), behaviour },
+        fault: FaultKind::Agents {
+            agents: agents.to_vec(),
+            behaviour,
+        },
         start_after_ms: 0,
         duration_ms: None,
     };
-    let list: FaultList = stack.request(subjects::FAULTS_INJECT, &spec).await.expect("inject");
+    let list: FaultList = stack
+        .request(subjects::FAULTS_INJECT, &spec)
+        .await
+        .expect("inject");
     assert_eq!(list.faults.len(), 1);
     // Fault commands travel on NATS; let them land before the next task.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -43,13 +53,25 @@ async fn inject(stack: &Stack, id: &str, agents: &[AgentId], behaviour: AgentBeh
 
 async fn heal(stack: &Stack, id: &str) {
     let _: FaultList = stack
-        .request(subjects::FAULTS_HEAL, &FaultHeal { v: PROTOCOL_VERSION, id: Some(id.into()) })
+        .request(
+            subjects::FAULTS_HEAL,
+            &FaultHeal {
+                v: PROTOCOL_VERSION,
+                id: Some(id.into()),
+            },
+        )
         .await
         .expect("heal");
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-async fn run(stack: &Stack, id: &str, algorithm: &str, capability: &str, params: serde_json::Value) -> TaskResult {
+async fn run(
+    stack: &Stack,
+    id: &str,
+    algorithm: &str,
+    capability: &str,
+    params: serde_json::Value,
+) -> TaskResult {
     stack
         .decide(
             json!({
@@ -64,8 +86,12 @@ async fn run(stack: &Stack, id: &str, algorithm: &str, capability: &str, params:
 }
 
 fn faulty(result: &TaskResult, reason: FaultReason) -> Vec<AgentId> {
-    let mut ids: Vec<AgentId> =
-        result.faulty_detected.iter().filter(|f| f.reason == reason).map(|f| f.agent_id.clone()).collect();
+    let mut ids: Vec<AgentId> = result
+        .faulty_detected
+        .iter()
+        .filter(|f| f.reason == reason)
+        .map(|f| f.agent_id.clone())
+        .collect();
     ids.sort();
     ids
 }
@@ -75,20 +101,39 @@ async fn byzantine_tolerates_f_equivocators_detects_them_and_refuses_to_decide_b
     let stack = Stack::start(
         StackOptions::new("byzantine-faults")
             .fault_injector()
-            .fleet(Fleet::new("eq", 7).with("MABEAM_SIM_CAPABILITIES", "eq").with("MABEAM_SIM_PROFILE", "consensus"))
-            .fleet(Fleet::new("co", 7).with("MABEAM_SIM_CAPABILITIES", "co").with("MABEAM_SIM_PROFILE", "consensus")),
+            .fleet(
+                Fleet::new("eq", 7)
+                    .with("MABEAM_SIM_CAPABILITIES", "eq")
+                    .with("MABEAM_SIM_PROFILE", "consensus"),
+            )
+            .fleet(
+                Fleet::new("co", 7)
+                    .with("MABEAM_SIM_CAPABILITIES", "co")
+                    .with("MABEAM_SIM_PROFILE", "consensus"),
+            ),
     )
     .await;
     // n = 7 tolerates f = 2.
     let eq = members(&stack, "eq").await;
     assert_eq!(eq.len(), 7);
     let attackers = eq[..2].to_vec();
-    inject(&stack, "equivocators", &attackers, AgentBehaviour::Equivocate).await;
+    inject(
+        &stack,
+        "equivocators",
+        &attackers,
+        AgentBehaviour::Equivocate,
+    )
+    .await;
     let result = run(&stack, "byz-within-f", "byzantine", "eq", json!({"f": 2})).await;
     assert_eq!(result.status, Status::Decided, "{result:?}");
     let cert = result.certificate.as_ref().expect("certificate");
-    cert.verify(&Default::default()).expect("certificate verifies");
-    assert_eq!(faulty(&result, FaultReason::Equivocation), attackers, "both equivocators detected");
+    cert.verify(&Default::default())
+        .expect("certificate verifies");
+    assert_eq!(
+        faulty(&result, FaultReason::Equivocation),
+        attackers,
+        "both equivocators detected"
+    );
     // The registry quarantines them on the coordinator's evidence.
     let start = std::time::Instant::now();
     loop {
@@ -105,7 +150,10 @@ async fn byzantine_tolerates_f_equivocators_detects_them_and_refuses_to_decide_b
             assert_eq!(q, attackers);
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "equivocators not quarantined: {quarantined:?}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "equivocators not quarantined: {quarantined:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     heal(&stack, "equivocators").await;
@@ -113,8 +161,23 @@ async fn byzantine_tolerates_f_equivocators_detects_them_and_refuses_to_decide_b
     // f + 1 = 3 colluders voting together: neither side reaches the quorum of 5, so there is
     // no decision — never a wrong one.
     let co = members(&stack, "co").await;
-    inject(&stack, "coalition", &co[..3], AgentBehaviour::Coalition { value: "hold".into() }).await;
-    let result = run(&stack, "byz-beyond-f", "byzantine", "co", json!({"f": 2, "max_rounds": 2, "round_timeout_ms": 1500})).await;
+    inject(
+        &stack,
+        "coalition",
+        &co[..3],
+        AgentBehaviour::Coalition {
+            value: "hold".into(),
+        },
+    )
+    .await;
+    let result = run(
+        &stack,
+        "byz-beyond-f",
+        "byzantine",
+        "co",
+        json!({"f": 2, "max_rounds": 2, "round_timeout_ms": 1500}),
+    )
+    .await;
     assert_eq!(result.status, Status::NoDecision, "{result:?}");
     assert!(result.certificate.is_none());
     heal(&stack, "coalition").await;
@@ -123,9 +186,11 @@ async fn byzantine_tolerates_f_equivocators_detects_them_and_refuses_to_decide_b
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_faults_have_their_documented_effects_on_majority_sessions() {
     let stack = Stack::start(
-        StackOptions::new("agent-faults")
-            .fault_injector()
-            .fleet(Fleet::new("ag", 7).with("MABEAM_SIM_CAPABILITIES", "ag").with("MABEAM_SIM_PROFILE", "consensus")),
+        StackOptions::new("agent-faults").fault_injector().fleet(
+            Fleet::new("ag", 7)
+                .with("MABEAM_SIM_CAPABILITIES", "ag")
+                .with("MABEAM_SIM_PROFILE", "consensus"),
+        ),
     )
     .await;
     let ids = members(&stack, "ag").await;
@@ -134,21 +199,54 @@ async fn agent_faults_have_their_documented_effects_on_majority_sessions() {
     let cases: Vec<(&str, AgentBehaviour, Option<FaultReason>)> = vec![
         ("silent", AgentBehaviour::Silent, Some(FaultReason::Silent)),
         ("crash", AgentBehaviour::Crash, Some(FaultReason::Silent)),
-        ("drop", AgentBehaviour::Drop { percent: 100.0 }, Some(FaultReason::Silent)),
-        ("invalid-signature", AgentBehaviour::InvalidSignature, Some(FaultReason::InvalidSignature)),
+        (
+            "drop",
+            AgentBehaviour::Drop { percent: 100.0 },
+            Some(FaultReason::Silent),
+        ),
+        (
+            "invalid-signature",
+            AgentBehaviour::InvalidSignature,
+            Some(FaultReason::InvalidSignature),
+        ),
         ("corrupt", AgentBehaviour::Corrupt, None),
-        ("slow", AgentBehaviour::Slow { delay_ms: 200, jitter_ms: 50 }, None),
+        (
+            "slow",
+            AgentBehaviour::Slow {
+                delay_ms: 200,
+                jitter_ms: 50,
+            },
+            None,
+        ),
     ];
     for (name, behaviour, reason) in cases {
         inject(&stack, name, &victim, behaviour).await;
-        let result = run(&stack, &format!("fault-{name}"), "majority", "ag", params.clone()).await;
-        assert_eq!(result.status, Status::Decided, "{name}: six honest agents still decide: {result:?}");
+        let result = run(
+            &stack,
+            &format!("fault-{name}"),
+            "majority",
+            "ag",
+            params.clone(),
+        )
+        .await;
+        assert_eq!(
+            result.status,
+            Status::Decided,
+            "{name}: six honest agents still decide: {result:?}"
+        );
         if let Some(reason) = reason {
-            assert_eq!(faulty(&result, reason), victim, "{name}: the victim is reported as {reason:?}: {result:?}");
+            assert_eq!(
+                faulty(&result, reason),
+                victim,
+                "{name}: the victim is reported as {reason:?}: {result:?}"
+            );
         }
         heal(&stack, name).await;
     }
     // Corrupt ballots are counted as malformed by the coordinator.
     let metrics = stack.coordinators[0].metrics();
-    assert!(metrics.contains("mabeam_coordinator_votes_malformed_total"), "{metrics}");
+    assert!(
+        metrics.contains("mabeam_coordinator_votes_malformed_total"),
+        "{metrics}"
+    );
 }

@@ -21,7 +21,10 @@ async fn wait_status(stack: &Stack, status: AgentStatus, n: usize, timeout: Dura
         assert!(
             start.elapsed() < timeout,
             "{count} of {n} agents {status:?} after {timeout:?}: {:?}",
-            list.agents.iter().map(|a| (a.agent_id.to_string(), a.status)).collect::<Vec<_>>()
+            list.agents
+                .iter()
+                .map(|a| (a.agent_id.to_string(), a.status))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -29,9 +32,18 @@ async fn wait_status(stack: &Stack, status: AgentStatus, n: usize, timeout: Dura
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registry_tracks_agents_through_heartbeat_loss_and_recovery() {
-    let mut stack = Stack::start(StackOptions::new("lifecycle").telemetry().fleet(Fleet::new("hb", 5))).await;
+    let mut stack = Stack::start(
+        StackOptions::new("lifecycle")
+            .telemetry()
+            .fleet(Fleet::new("hb", 5)),
+    )
+    .await;
     wait_status(&stack, AgentStatus::Active, 5, Duration::from_secs(10)).await;
-    let mut events = stack.client.subscribe("mabeam.events.registry.agent_status_changed").await.unwrap();
+    let mut events = stack
+        .client
+        .subscribe("mabeam.events.registry.agent_status_changed")
+        .await
+        .unwrap();
 
     stack.fleets[0].kill();
     wait_status(&stack, AgentStatus::Suspect, 5, Duration::from_secs(10)).await;
@@ -45,9 +57,15 @@ async fn registry_tracks_agents_through_heartbeat_loss_and_recovery() {
     while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
         seen += 1;
     }
-    assert!(seen >= 20, "5 agents × (suspect, failed, recovered, active) events, saw {seen}");
+    assert!(
+        seen >= 20,
+        "5 agents × (suspect, failed, recovered, active) events, saw {seen}"
+    );
     let metrics = stack.telemetry.as_ref().unwrap().metrics();
-    assert!(metrics.contains("mabeam_agents{status=\"active\"}"), "{metrics}");
+    assert!(
+        metrics.contains("mabeam_agents{status=\"active\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,19 +79,30 @@ async fn a_coordinator_killed_mid_session_loses_no_task_and_decides_once() {
     .await;
     // Iterative refinement over several rounds with slowed agents keeps the session running
     // long enough to kill its owner in the middle.
-    let agents: Vec<_> = stack.agents().await.agents.into_iter().map(|a| a.agent_id).collect();
+    let agents: Vec<_> = stack
+        .agents()
+        .await
+        .agents
+        .into_iter()
+        .map(|a| a.agent_id)
+        .collect();
     let spec = mabeam_protocol::fault::FaultSpec {
         v: mabeam_protocol::PROTOCOL_VERSION,
         id: Some("slow-all".into()),
         fault: mabeam_protocol::fault::FaultKind::Agents {
             agents,
-            behaviour: mabeam_protocol::fault::AgentBehaviour::Slow { delay_ms: 400, jitter_ms: 0 },
+            behaviour: mabeam_protocol::fault::AgentBehaviour::Slow {
+                delay_ms: 400,
+                jitter_ms: 0,
+            },
         },
         start_after_ms: 0,
         duration_ms: None,
     };
-    let _: mabeam_protocol::fault::FaultList =
-        stack.request(mabeam_protocol::subjects::FAULTS_INJECT, &spec).await.unwrap();
+    let _: mabeam_protocol::fault::FaultList = stack
+        .request(mabeam_protocol::subjects::FAULTS_INJECT, &spec)
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let id = "failover-1";
@@ -99,10 +128,17 @@ async fn a_coordinator_killed_mid_session_loses_no_task_and_decides_once() {
                 }
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(15), "session never reached round 2");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "session never reached round 2"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let victim = stack.coordinators.iter_mut().find(|c| c.name == owner).expect("owner is one of ours");
+    let victim = stack
+        .coordinators
+        .iter_mut()
+        .find(|c| c.name == owner)
+        .expect("owner is one of ours");
     victim.kill();
     let killed_at = Instant::now();
 
@@ -111,13 +147,23 @@ async fn a_coordinator_killed_mid_session_loses_no_task_and_decides_once() {
         matches!(result.status, Status::Decided | Status::NoDecision),
         "the surviving replica finished the session: {result:?}"
     );
-    assert!(result.rounds >= 2, "resumed, not restarted from scratch: {result:?}");
+    assert!(
+        result.rounds >= 2,
+        "resumed, not restarted from scratch: {result:?}"
+    );
     assert_eq!(stack.stored_result(id).await.as_ref(), Some(&result));
     // Exactly one result: nothing else arrives.
     let again = tokio::time::timeout(Duration::from_secs(2), results.next()).await;
     assert!(again.is_err(), "a second result was published: {again:?}");
     let survivor = stack.coordinators.iter().find(|c| c.name != owner).unwrap();
     let metrics = survivor.metrics();
-    assert!(metrics.contains("mabeam_coordinator_sessions_resumed_total 1"), "{metrics}");
-    eprintln!("failover: result {:?} {:.2} s after the kill", result.status, killed_at.elapsed().as_secs_f64());
+    assert!(
+        metrics.contains("mabeam_coordinator_sessions_resumed_total 1"),
+        "{metrics}"
+    );
+    eprintln!(
+        "failover: result {:?} {:.2} s after the kill",
+        result.status,
+        killed_at.elapsed().as_secs_f64()
+    );
 }

@@ -123,8 +123,11 @@ pub(crate) async fn handle_task(
         submitted_ms: published_ms,
         clock_tolerance_ms: shared.config.clock_tolerance_ms,
     };
-    let init = match session_init(&shared, &record) {
-        Ok(i) => i,
+    // Build the machine before persisting anything, so a task it refuses leaves no state.
+    let session = match session_init(&shared, &record)
+        .and_then(|init| Session::start(init, record.started_ms))
+    {
+        Ok(s) => s,
         Err(e) => {
             let rejection = Rejection::new(e.code(), e.to_string());
             return reject(
@@ -139,20 +142,6 @@ pub(crate) async fn handle_task(
     };
     match shared.store.start(&record, record.started_ms).await {
         Ok(StartOutcome::Started(lease)) => {
-            let session = match Session::start(init, record.started_ms) {
-                Ok(s) => s,
-                Err(e) => {
-                    let rejection = Rejection::new(e.code(), e.to_string());
-                    return reject(
-                        &shared,
-                        task_id,
-                        record.task.algorithm.clone(),
-                        rejection,
-                        acker,
-                    )
-                    .await;
-                }
-            };
             outcome("accepted");
             shared
                 .events
@@ -205,6 +194,48 @@ async fn defer(task: &TaskId, why: &str, acker: Acker) {
         .await;
 }
 
+/// A result for a task that could not run to its end.
+pub(crate) fn failed_result(record: &SessionRecord, reason: String) -> TaskResult {
+    let mut result = bare_result(
+        record.task_id.clone(),
+        record.task.algorithm.clone(),
+        Status::Failed,
+        &reason,
+    );
+    result.session_id = Some(record.session_id.clone());
+    result.participants = record.electorate.ids();
+    result.error = Some(ErrorBody {
+        code: ErrorCode::Internal,
+        message: reason,
+    });
+    result
+}
+
+fn bare_result(task_id: TaskId, algorithm: String, status: Status, reason: &str) -> TaskResult {
+    TaskResult {
+        v: PROTOCOL_VERSION,
+        task_id,
+        session_id: None,
+        algorithm,
+        status,
+        outcome: None,
+        reason: Some(reason.to_owned()),
+        rounds: 0,
+        history: Vec::new(),
+        switches: Vec::new(),
+        participants: Vec::new(),
+        faulty_detected: Vec::new(),
+        certificate: None,
+        error: None,
+        timings: mabeam_protocol::result::Timings {
+            submitted_ms: None,
+            started_ms: None,
+            finished_ms: Some(now_ms()),
+            duration_ms: 0,
+        },
+    }
+}
+
 pub(crate) async fn reject(
     shared: &Shared,
     task_id: TaskId,
@@ -216,32 +247,16 @@ pub(crate) async fn reject(
     metrics::counter!("mabeam_coordinator_tasks_rejected_total", "code" => rejection.code.as_str())
         .increment(1);
     tracing::warn!(task = %task_id, code = rejection.code.as_str(), message = %rejection.message, "task rejected");
-    let now = now_ms();
-    let result = TaskResult {
-        v: PROTOCOL_VERSION,
-        task_id: task_id.clone(),
-        session_id: None,
+    let mut result = bare_result(
+        task_id.clone(),
         algorithm,
-        status: Status::Rejected,
-        outcome: None,
-        reason: Some(rejection.message.clone()),
-        rounds: 0,
-        history: Vec::new(),
-        switches: Vec::new(),
-        participants: Vec::new(),
-        faulty_detected: Vec::new(),
-        certificate: None,
-        error: Some(ErrorBody {
-            code: rejection.code,
-            message: rejection.message.clone(),
-        }),
-        timings: mabeam_protocol::result::Timings {
-            submitted_ms: None,
-            started_ms: None,
-            finished_ms: Some(now),
-            duration_ms: 0,
-        },
-    };
+        Status::Rejected,
+        &rejection.message,
+    );
+    result.error = Some(ErrorBody {
+        code: rejection.code,
+        message: rejection.message.clone(),
+    });
     match shared.store.store_unsessioned_result(&result).await {
         Ok(true) => {
             shared.publish_result(&result).await;

@@ -419,9 +419,12 @@ async fn resume(
     let session = match session {
         Ok(s) => s,
         Err(e) => {
-            // The record passed validation when it started; a different build must have
-            // written it. End it explicitly rather than retrying forever.
+            // The record passed validation when it started, so another build must have
+            // written it: end the task with an explicit failure rather than retry forever.
             tracing::error!(task = %task, error = %e, "cannot rebuild a persisted session");
+            let result = intake::failed_result(&record, format!("cannot resume the session: {e}"));
+            shared.store.finish(&lease, &result).await?;
+            shared.publish_result(&result).await;
             return Ok(());
         }
     };
