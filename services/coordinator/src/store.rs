@@ -282,6 +282,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut pipe = redis::pipe();
+        // Pipelined scripts go by SHA only; loading first makes them survive a Redis restart
+        // (which empties the script cache).
+        pipe.cmd("SCRIPT").arg("LOAD").arg(RENEW).ignore();
         for l in leases {
             pipe.invoke_script(
                 self.scripts
