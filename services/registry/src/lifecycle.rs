@@ -51,12 +51,13 @@ pub fn after_heartbeat(status: AgentStatus) -> AgentStatus {
 }
 
 /// The status after an accepted (re-)registration: evidence against the id outlives both
-/// re-registration and deregistration.
-pub fn after_registration(quarantined: bool) -> AgentStatus {
-    if quarantined {
-        AgentStatus::Quarantined
-    } else {
-        AgentStatus::Registered
+/// re-registration and deregistration, and an agent coming back after it failed (typically a
+/// restarted process) is `recovered`.
+pub fn after_registration(previous: Option<AgentStatus>, quarantined: bool) -> AgentStatus {
+    match previous {
+        _ if quarantined => AgentStatus::Quarantined,
+        Some(AgentStatus::Failed) => AgentStatus::Recovered,
+        _ => AgentStatus::Registered,
     }
 }
 
@@ -120,8 +121,11 @@ mod tests {
 
     #[test]
     fn quarantine_survives_registration() {
-        assert_eq!(after_registration(false), Registered);
-        assert_eq!(after_registration(true), Quarantined);
+        assert_eq!(after_registration(None, false), Registered);
+        assert_eq!(after_registration(Some(Active), false), Registered);
+        assert_eq!(after_registration(Some(Failed), false), Recovered);
+        assert_eq!(after_registration(Some(Failed), true), Quarantined);
+        assert_eq!(after_registration(None, true), Quarantined);
     }
 
     #[test]

@@ -353,7 +353,8 @@ impl Registry {
             }
             fresh(id, envelope.sequence, snapshot.last_sequence)?;
             let now = now_ms();
-            let status = lifecycle::after_registration(snapshot.quarantined);
+            let status =
+                lifecycle::after_registration(old.map(|o| o.info.status), snapshot.quarantined);
             let agent = StoredAgent {
                 info: AgentInfo {
                     agent_id: id.clone(),
