@@ -1,43 +1,39 @@
 //! The `mabeamctl` binary: parses the command line and runs it (see the `mabeam_ctl` lib).
 //!
-//! Exit status: 0 when the command ran (for `tally`, whether or not it decided), 1 on usage
-//! or input errors, with the reason on stderr.
-
-// stdout is this binary's interface: results are printed there as JSON.
-#![allow(clippy::print_stdout)]
+//! Exit status: see `mabeamctl --help`. `tally` keeps its documented statuses (0 when the
+//! tally ran, 1 on usage or input errors); live commands exit 2 on usage errors.
 
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use mabeam_ctl::{run, Cli};
+use mabeam_ctl::{exit, run, subcommand_of, Cli, Command};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            // --help and --version print on stdout and succeed; usage errors exit with 1
-            // (clap's own default would be 2) so every input error has one status.
+            // --help and --version print on stdout and succeed.
             let failed = e.use_stderr();
             let _ = e.print();
-            return if failed {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            };
+            if !failed {
+                return ExitCode::SUCCESS;
+            }
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            let tally = subcommand_of(args.iter().map(String::as_str)) == Some("tally");
+            return ExitCode::from(if tally { exit::ERROR } else { exit::USAGE });
         }
     };
-    match execute(&cli) {
-        Ok(output) => {
-            println!("{output}");
-            ExitCode::SUCCESS
-        }
+    let mut stdout = std::io::stdout().lock();
+    match run(&cli, &mut stdout) {
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
-            eprintln!("mabeamctl: {e:#}");
-            ExitCode::from(1)
+            if matches!(cli.command, Command::Tally(_)) {
+                eprintln!("mabeamctl: {:#}", anyhow::Error::from(e));
+                ExitCode::from(exit::ERROR)
+            } else {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
         }
     }
-}
-
-fn execute(cli: &Cli) -> anyhow::Result<String> {
-    Ok(run(cli)?)
 }
