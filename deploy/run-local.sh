@@ -60,7 +60,8 @@ svc fault-injector 4 mabeam-fault-injector \
   MABEAM_PROXY_REDIS_LISTEN="127.0.0.1:$((REDIS_PORT + 10000))" MABEAM_PROXY_REDIS_UPSTREAM="127.0.0.1:$REDIS_PORT"
 svc telemetry 5 mabeam-telemetry
 svc agent-sim 6 mabeam-agent-sim MABEAM_SIM_AGENTS="$AGENTS" MABEAM_SIM_ID_PREFIX=agent \
-  MABEAM_SIM_CAPABILITIES=general,reasoning MABEAM_SIM_PROFILE=consensus
+  MABEAM_SIM_CAPABILITIES=general,reasoning MABEAM_SIM_PROFILE=consensus MABEAM_SIM_NOISE=0 \
+  MABEAM_SIM_BYZANTINE_SHARE=0.125 MABEAM_SIM_BYZANTINE_BEHAVIOUR=equivocate
 
 wait_ready() { # name port
   for _ in $(seq 1 300); do

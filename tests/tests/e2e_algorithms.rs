@@ -13,9 +13,11 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_decided_in_json_and_msgpack() {
     let stack = Stack::start(
-        StackOptions::new("every-algorithm")
-            .coordinators(2)
-            .fleet(Fleet::new("agent", 7).with("MABEAM_SIM_PROFILE", "consensus")),
+        StackOptions::new("every-algorithm").coordinators(2).fleet(
+            Fleet::new("agent", 7)
+                .with("MABEAM_SIM_PROFILE", "consensus")
+                .with("MABEAM_SIM_NOISE", "0"),
+        ),
     )
     .await;
     for (encoding, content_type) in [

@@ -86,7 +86,7 @@ pub struct Deregistration {
 impl_message!(Deregistration => "deregistration");
 
 /// List/query agents. All filters are optional and combine with AND.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentQuery {
     #[serde(default = "current_version")]
     pub v: u16,
@@ -98,6 +98,20 @@ pub struct AgentQuery {
     pub agent_ids: Vec<AgentId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+/// Matches everything; carries the current protocol version (a derived default would say 0,
+/// which every decoder refuses).
+impl Default for AgentQuery {
+    fn default() -> Self {
+        Self {
+            v: crate::PROTOCOL_VERSION,
+            capability: Default::default(),
+            status: Default::default(),
+            agent_ids: Default::default(),
+            limit: Default::default(),
+        }
+    }
 }
 
 impl_message!(AgentQuery => "agent query");

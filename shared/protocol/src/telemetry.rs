@@ -124,7 +124,7 @@ impl_message!(TelemetryEvent => "telemetry event");
 
 /// Audit-trail query (`mabeam.telemetry.audit`, or `GET /audit` on telemetry's HTTP port).
 /// Filters combine with AND.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditQuery {
     #[serde(default = "current_version")]
     pub v: u16,
@@ -139,6 +139,21 @@ pub struct AuditQuery {
     /// Newest first; at most this many (default 100, at most 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+}
+
+/// Matches everything; carries the current protocol version (a derived default would say 0,
+/// which every decoder refuses).
+impl Default for AuditQuery {
+    fn default() -> Self {
+        Self {
+            v: crate::PROTOCOL_VERSION,
+            task_id: Default::default(),
+            agent_id: Default::default(),
+            since_ms: Default::default(),
+            until_ms: Default::default(),
+            limit: Default::default(),
+        }
+    }
 }
 
 impl_message!(AuditQuery => "audit query");
