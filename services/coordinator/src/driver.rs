@@ -43,7 +43,7 @@ pub(crate) fn session_init(
         record.electorate.clone(),
         record.seed,
         IntakeSettings {
-            limits: shared.limits.clone(),
+            limits: shared.limits,
             clock_tolerance_ms: record.clock_tolerance_ms,
             ..IntakeSettings::default()
         },

@@ -452,12 +452,13 @@ impl Store {
 
     /// What `mabeam.sessions.get` reports.
     pub(crate) async fn view(&self, task: &TaskId) -> Result<Option<SessionView>, StoreError> {
-        let (result, record, round, owner): (
+        type Fields = (
             Option<Vec<u8>>,
             Option<Vec<u8>>,
             Option<u32>,
             Option<String>,
-        ) = redis::pipe()
+        );
+        let (result, record, round, owner): Fields = redis::pipe()
             .get(result_key(task))
             .hget(session_key(task), "record")
             .hget(session_key(task), "round")
