@@ -189,8 +189,9 @@ async fn agent_faults_have_their_documented_effects_on_majority_sessions() {
     let victim = ids[..1].to_vec();
     let params = json!({});
     // Each fault on one of seven agents is tolerated. Sessions close as soon as the remaining
-    // ballots cannot change the outcome, so the victim's misbehaviour shows in the
-    // coordinator's counters rather than always in `faulty_detected`.
+    // ballots cannot change the outcome, so the victim's ballot may arrive after the close and
+    // is then not reported at all; how each misbehaviour is classified is checked
+    // deterministically by the consensus crate's session tests and the SDK's wire tests.
     let cases: Vec<(&str, AgentBehaviour)> = vec![
         ("silent", AgentBehaviour::Silent),
         ("crash", AgentBehaviour::Crash),
@@ -230,15 +231,4 @@ async fn agent_faults_have_their_documented_effects_on_majority_sessions() {
         );
         heal(&stack, name).await;
     }
-    let metrics = stack.coordinators[0].metrics();
-    assert!(
-        metrics.contains("mabeam_coordinator_ballots_rejected_total{reason=\"invalid_signature\"}"),
-        "forged ballots are counted: {metrics}"
-    );
-    // Corrupt ballots are counted as malformed by the coordinator.
-    let metrics = stack.coordinators[0].metrics();
-    assert!(
-        metrics.contains("mabeam_coordinator_votes_malformed_total"),
-        "{metrics}"
-    );
 }

@@ -39,6 +39,17 @@ async fn query(
         .await
         .map_err(|e| ResolveError::Unavailable(format!("registry query failed: {e}")))?;
     if let Some(err) = reply::as_error(response.headers.as_ref(), &response.payload) {
+        // Retrying cannot make the selection fit in one reply: refuse the task instead of
+        // redelivering it until JetStream gives up.
+        if err.code == ErrorCode::TooLarge {
+            return Err(reject(
+                ErrorCode::TooLarge,
+                format!(
+                    "the selection is too large for one registry reply: {}",
+                    err.message
+                ),
+            ));
+        }
         return Err(ResolveError::Unavailable(format!(
             "registry refused the query: {}: {}",
             err.code.as_str(),
