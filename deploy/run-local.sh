@@ -87,7 +87,7 @@ done
 echo "  logs        $RUN_DIR/logs/"
 echo
 
-"$BIN/mabeamctl" --nats-url "$MABEAM_NATS_URL" demo || echo "demo reported failures (see above)"
+"$BIN/mabeamctl" --nats-url "$MABEAM_NATS_URL" demo --min-agents $((AGENTS - AGENTS / 8)) || echo "demo reported failures (see above)"
 
 echo
 echo "stack running; Ctrl-C (or make stop) to stop it"

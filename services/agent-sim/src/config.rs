@@ -71,7 +71,7 @@ pub const KEYS: &[ConfigKey] = &[
     },
     ConfigKey {
         name: "MABEAM_HEARTBEAT_INTERVAL_MS",
-        default: Some("5000"),
+        default: Some("2000"),
         help: "time between each agent's heartbeats (jittered ±10%)",
     },
 ];
@@ -326,7 +326,7 @@ mod tests {
         assert_eq!(c.expertise, (0.5, 2.0));
         assert_eq!(c.byzantine_share, 0.0);
         assert_eq!(c.byzantine_behaviour, AgentBehaviour::Equivocate);
-        assert_eq!(c.heartbeat_interval, Duration::from_secs(5));
+        assert_eq!(c.heartbeat_interval, Duration::from_secs(2));
         assert_eq!(agent_id("sim", 7), "sim-00007");
     }
 

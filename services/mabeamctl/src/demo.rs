@@ -97,6 +97,9 @@ pub struct DemoArgs {
     /// How long to wait for all the results.
     #[arg(long, default_value = DEFAULT_WAIT, value_parser = client::parse_duration, value_name = "DURATION")]
     pub wait: Duration,
+    /// Wait (up to --wait) until at least this many agents are eligible before starting.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub min_agents: usize,
 }
 
 /// Runs the demo against a running stack (at least 4 eligible agents); exit status 0 when
@@ -107,17 +110,26 @@ pub async fn run(global: &Global, args: &DemoArgs, out: &mut dyn Write) -> Resul
         v: PROTOCOL_VERSION,
         ..AgentQuery::default()
     };
-    let agents: AgentList =
-        client::request(&client, subjects::REGISTRY_QUERY, &everyone, global.timeout).await?;
-    let eligible: Vec<AgentId> = agents
-        .agents
-        .iter()
-        .filter(|a| a.status.is_eligible())
-        .map(|a| a.agent_id.clone())
-        .collect();
-    if eligible.len() < 4 {
+    // A fleet that just started may still be registering.
+    let wanted = args.min_agents.max(4);
+    let patience = tokio::time::Instant::now() + args.wait;
+    let (agents, eligible) = loop {
+        let agents: AgentList =
+            client::request(&client, subjects::REGISTRY_QUERY, &everyone, global.timeout).await?;
+        let eligible: Vec<AgentId> = agents
+            .agents
+            .iter()
+            .filter(|a| a.status.is_eligible())
+            .map(|a| a.agent_id.clone())
+            .collect();
+        if eligible.len() >= wanted || tokio::time::Instant::now() >= patience {
+            break (agents, eligible);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if eligible.len() < wanted {
         return Err(CtlError::Demo(format!(
-            "the demo needs at least 4 eligible agents, found {}",
+            "the demo needs at least {wanted} eligible agents, found {}",
             eligible.len()
         )));
     }
@@ -172,7 +184,8 @@ pub async fn run(global: &Global, args: &DemoArgs, out: &mut dyn Write) -> Resul
     let tasks = catalogue(&prefix, &json!({"all": true}));
     let mut js = async_nats::jetstream::new(client.clone());
     js.set_timeout(global.timeout);
-    let results_subject = format!("mabeam.results.{prefix}-*");
+    // Subject wildcards match whole tokens only, so take every result and keep the demo's.
+    let results_subject = subjects::RESULTS_ALL.to_owned();
     let mut results = client
         .subscribe(results_subject.clone())
         .await
@@ -197,7 +210,9 @@ pub async fn run(global: &Global, args: &DemoArgs, out: &mut dyn Write) -> Resul
             &message.payload,
             &Limits::default(),
         ) {
-            got.insert(result.task_id.to_string(), result);
+            if result.task_id.as_str().starts_with(&prefix) {
+                got.insert(result.task_id.to_string(), result);
+            }
         }
     }
     if let Some(id) = injected {

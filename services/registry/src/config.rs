@@ -10,12 +10,12 @@ use crate::lifecycle::Liveness;
 pub const KEYS: &[ConfigKey] = &[
     ConfigKey {
         name: "MABEAM_SUSPECT_AFTER_MS",
-        default: Some("3000"),
+        default: Some("6000"),
         help: "no heartbeat for this long: the agent becomes suspect",
     },
     ConfigKey {
         name: "MABEAM_FAILED_AFTER_MS",
-        default: Some("10000"),
+        default: Some("15000"),
         help: "no heartbeat for this long: the agent has failed (must exceed the suspect TTL)",
     },
     ConfigKey {
@@ -129,8 +129,8 @@ mod tests {
         assert_eq!(
             c.liveness,
             Liveness {
-                suspect_after_ms: 3000,
-                failed_after_ms: 10_000
+                suspect_after_ms: 6000,
+                failed_after_ms: 15_000
             }
         );
         assert_eq!(c.sweep_interval, Duration::from_millis(500));

@@ -60,7 +60,7 @@ pub(crate) struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            heartbeat_interval: Duration::from_secs(5),
+            heartbeat_interval: Duration::from_secs(2),
             heartbeat_jitter: 0.1,
             request_timeout: Duration::from_secs(2),
             session_grace: Duration::from_secs(5),
@@ -126,7 +126,7 @@ impl<D> AgentBuilder<D> {
         self
     }
 
-    /// Time between heartbeats (default 5 s, at least 10 ms).
+    /// Time between heartbeats (default 2 s, at least 10 ms).
     pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
         self.settings.heartbeat_interval = interval;
         self
