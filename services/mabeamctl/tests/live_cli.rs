@@ -735,7 +735,7 @@ async fn agents_lists_what_the_registry_knows() {
     assert_eq!(stdout(&out).trim(), "no agents");
 
     // The demo needs a fleet.
-    let out = ctl(&url, &["demo"]).await;
+    let out = ctl(&url, &["demo", "--wait", "500ms"]).await;
     assert_status(&out, 1);
     assert_eq!(
         stderr(&out).trim(),
