@@ -191,7 +191,7 @@ mod tests {
                 "MABEAM_FAILED_AFTER_MS",
             ),
             (
-                &[("MABEAM_SWEEP_INTERVAL_MS", "5000")],
+                &[("MABEAM_SWEEP_INTERVAL_MS", "7000")],
                 "MABEAM_SWEEP_INTERVAL_MS",
             ),
             (
