@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use mabeam_ctl::demo::catalogue;
 use mabeam_protocol::{ContentType, Status};
@@ -13,13 +13,23 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_algorithm_is_decided_in_json_and_msgpack() {
     let stack = Stack::start(
-        StackOptions::new("every-algorithm").coordinators(2).fleet(
-            Fleet::new("agent", 7)
-                .with("MABEAM_SIM_PROFILE", "consensus")
-                .with("MABEAM_SIM_NOISE", "0"),
-        ),
+        StackOptions::new("every-algorithm")
+            .coordinators(2)
+            .with("MABEAM_DYNAMIC_WEIGHTS", "true")
+            .fleet(
+                Fleet::new("agent", 7)
+                    .with("MABEAM_SIM_PROFILE", "consensus")
+                    .with("MABEAM_SIM_NOISE", "0"),
+            ),
     )
     .await;
+    let expertise_before: BTreeMap<String, f64> = stack
+        .agents()
+        .await
+        .agents
+        .into_iter()
+        .map(|a| (a.agent_id.to_string(), a.expertise))
+        .collect();
     for (encoding, content_type) in [
         ("json", ContentType::Json),
         ("msgpack", ContentType::MsgPack),
@@ -70,5 +80,16 @@ async fn every_algorithm_is_decided_in_json_and_msgpack() {
                 "{algorithm}: sessions.get returns the result"
             );
         }
+    }
+    // Every agent agreed with every decision, so the coordinators' agreement reports raised
+    // each agent's expertise (dynamic weights are on in this stack).
+    for agent in stack.agents().await.agents {
+        let before = expertise_before[agent.agent_id.as_str()];
+        assert!(
+            agent.expertise > before,
+            "{}: expertise {before} -> {} after agreeing with every decision",
+            agent.agent_id,
+            agent.expertise
+        );
     }
 }

@@ -188,27 +188,82 @@ async fn agent_faults_have_their_documented_effects_on_majority_sessions() {
     let ids = members(&stack, "ag").await;
     let victim = ids[..1].to_vec();
     let params = json!({});
-    // Each fault on one of seven agents is tolerated. Sessions close as soon as the remaining
-    // ballots cannot change the outcome, so the victim's ballot may arrive after the close and
-    // is then not reported at all; how each misbehaviour is classified is checked
-    // deterministically by the consensus crate's session tests and the SDK's wire tests.
-    let cases: Vec<(&str, AgentBehaviour)> = vec![
-        ("silent", AgentBehaviour::Silent),
-        ("crash", AgentBehaviour::Crash),
-        ("drop", AgentBehaviour::Drop { percent: 100.0 }),
-        ("invalid-signature", AgentBehaviour::InvalidSignature),
-        ("corrupt", AgentBehaviour::Corrupt),
-        ("replay", AgentBehaviour::Replay),
+    // A healthy session first, so the replaying victim has envelopes of its own to re-send.
+    let baseline = run(&stack, "fault-baseline", "majority", "ag", params.clone()).await;
+    assert_eq!(baseline.status, Status::Decided, "{baseline:?}");
+    // Each fault is shown twice. Alone (an electorate of just the victim, which waits until
+    // its deadline) the victim's misbehaviour has its documented effect, deterministically.
+    // Among seven agents it is tolerated: the six honest ones decide (such sessions close as
+    // soon as the remaining ballots cannot change the outcome, so there the victim's ballot
+    // may arrive after the close and go unreported).
+    let cases: Vec<(&str, AgentBehaviour, Status, Option<FaultReason>)> = vec![
+        (
+            "replay",
+            AgentBehaviour::Replay,
+            Status::NoDecision,
+            Some(FaultReason::Replay),
+        ),
+        (
+            "silent",
+            AgentBehaviour::Silent,
+            Status::NoDecision,
+            Some(FaultReason::Silent),
+        ),
+        (
+            "crash",
+            AgentBehaviour::Crash,
+            Status::NoDecision,
+            Some(FaultReason::Silent),
+        ),
+        (
+            "drop",
+            AgentBehaviour::Drop { percent: 100.0 },
+            Status::NoDecision,
+            Some(FaultReason::Silent),
+        ),
+        (
+            "invalid-signature",
+            AgentBehaviour::InvalidSignature,
+            Status::NoDecision,
+            Some(FaultReason::InvalidSignature),
+        ),
+        (
+            "corrupt",
+            AgentBehaviour::Corrupt,
+            Status::NoDecision,
+            Some(FaultReason::MalformedBallot),
+        ),
         (
             "slow",
             AgentBehaviour::Slow {
                 delay_ms: 200,
                 jitter_ms: 50,
             },
+            Status::Decided,
+            None,
         ),
     ];
-    for (name, behaviour) in cases {
+    for (name, behaviour, alone_status, alone_reason) in cases {
         inject(&stack, name, &victim, behaviour).await;
+        let alone = stack
+            .decide(
+                json!({
+                    "task_id": format!("fault-{name}-alone"), "algorithm": "majority",
+                    "proposal": {}, "options": ["deploy", "hold"],
+                    "participants": {"agents": victim}, "timeout_ms": 1500
+                }),
+                ContentType::MsgPack,
+                Duration::from_secs(10),
+            )
+            .await;
+        assert_eq!(alone.status, alone_status, "{name} alone: {alone:?}");
+        match alone_reason {
+            Some(reason) => assert_eq!(faulty(&alone, reason), victim, "{name} alone: {alone:?}"),
+            None => assert!(
+                alone.timings.duration_ms >= 150,
+                "{name}: the answer was delayed: {alone:?}"
+            ),
+        }
         let result = run(
             &stack,
             &format!("fault-{name}"),

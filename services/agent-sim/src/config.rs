@@ -301,16 +301,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use mabeam_runtime::config::settings as env;
 
     fn error(pairs: &[(&str, &str)]) -> String {
         Config::from_env(&env(pairs)).unwrap_err().to_string()

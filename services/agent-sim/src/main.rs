@@ -1,27 +1,18 @@
-use anyhow::Context;
+//! The `mabeam-agent-sim` binary: configuration from flags and environment, then
+//! [`mabeam_agent_sim::run`] until SIGINT/SIGTERM.
+
+use anyhow::Context as _;
 use mabeam_agent_sim::{run, Config, KEYS};
-use mabeam_runtime::config::{from_process, Invocation};
+use mabeam_runtime::{config::process_settings, shutdown::on_signal};
+
+const ABOUT: &str = "runs a fleet of simulated agents (opinion profiles, Byzantine behaviours) on one NATS connection";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let invocation = from_process(
-        "mabeam-agent-sim",
-        "runs a fleet of simulated agents (opinion profiles, Byzantine behaviours) on one NATS connection",
-        KEYS,
-        std::env::vars(),
-        std::env::args().skip(1),
-    )?;
-    let env = match invocation {
-        Invocation::Help(text) => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{text}");
-            }
-            return Ok(());
-        }
-        Invocation::Run(env) => env,
+    let Some(env) = process_settings("mabeam-agent-sim", ABOUT, KEYS)? else {
+        return Ok(());
     };
     let config = Config::from_env(&env).context("invalid configuration")?;
-    run(config, mabeam_runtime::shutdown::on_signal()).await?;
+    run(config, on_signal()).await?;
     Ok(())
 }

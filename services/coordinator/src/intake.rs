@@ -7,11 +7,8 @@ use std::{sync::Arc, time::Duration};
 use async_nats::jetstream::{message::Acker, AckKind};
 use mabeam_consensus::{AlgorithmSpec, Session};
 use mabeam_protocol::{
-    codec::decode,
-    error::ErrorBody,
-    task::{ParticipantSelector, TaskSubmission},
-    telemetry::EventKind,
-    ErrorCode, SessionId, Status, TaskId, TaskResult, PROTOCOL_VERSION,
+    codec::decode, error::ErrorBody, session::TaskState, task::TaskSubmission,
+    telemetry::EventKind, ErrorCode, SessionId, Status, TaskId, TaskResult, PROTOCOL_VERSION,
 };
 use mabeam_runtime::{now_ms, reply};
 use rand::Rng;
@@ -41,6 +38,11 @@ fn task_id_of(task: Option<&TaskSubmission>, msg: &async_nats::Message, stream_s
                 .and_then(|v| TaskId::new(v.as_str()).ok())
         })
         .unwrap_or_else(|| sequence_id(stream_seq))
+}
+
+#[allow(clippy::expect_used)]
+fn random_session_id(n: u64) -> SessionId {
+    SessionId::new(format!("s-{n:016x}")).expect("hex digits make a valid id")
 }
 
 #[allow(clippy::expect_used)]
@@ -87,13 +89,6 @@ pub(crate) async fn handle_task(
         let rejection = Rejection::new(e.code(), e.to_string());
         return reject(&shared, task_id, task.algorithm.clone(), rejection, acker).await;
     }
-    if matches!(task.participants, ParticipantSelector::All { all: false }) {
-        let rejection = Rejection::new(
-            ErrorCode::NoParticipants,
-            "participants.all is false: nobody selected",
-        );
-        return reject(&shared, task_id, task.algorithm.clone(), rejection, acker).await;
-    }
     let electorate = match resolve(
         &shared.nats,
         &task.participants,
@@ -109,10 +104,8 @@ pub(crate) async fn handle_task(
     };
     let (session_id, seed) = {
         let mut rng = rand::thread_rng();
-        let n: u64 = rng.gen();
-        (SessionId::new(format!("s-{n:016x}")), rng.gen::<u64>())
+        (random_session_id(rng.gen()), rng.gen::<u64>())
     };
-    let Ok(session_id) = session_id else { return };
     let record = SessionRecord {
         task_id: task_id.clone(),
         session_id,
@@ -290,18 +283,17 @@ pub(crate) async fn follow(shared: Arc<Shared>, task: TaskId, acker: Acker) {
                 return;
             }
         }
-        match shared.store.view(&task).await {
-            Ok(Some(view)) if view.result.is_some() => {
+        match shared.store.progress(&task).await {
+            Ok(TaskState::Finished) => {
                 let _ = acker.ack().await;
                 return;
             }
-            Ok(Some(_)) => {}
+            Ok(TaskState::Running) | Err(_) => {}
             // Neither result nor session: the state is gone (e.g. Redis lost it); run it again.
-            Ok(None) => {
+            Ok(TaskState::Queued) => {
                 let _ = acker.ack_with(AckKind::Nak(None)).await;
                 return;
             }
-            Err(_) => {}
         }
         if last_progress.elapsed() >= progress_every {
             let _ = acker.ack_with(AckKind::Progress).await;

@@ -1,27 +1,18 @@
-use anyhow::Context;
+//! The `mabeam-coordinator` binary: configuration from flags and environment, then
+//! [`mabeam_coordinator::run`] until SIGINT/SIGTERM.
+
+use anyhow::Context as _;
 use mabeam_coordinator::{run, Config, KEYS};
-use mabeam_runtime::config::{from_process, Invocation};
+use mabeam_runtime::{config::process_settings, shutdown::on_signal};
+
+const ABOUT: &str = "runs coordination sessions for tasks published on mabeam.tasks.submit";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let invocation = from_process(
-        "mabeam-coordinator",
-        "runs coordination sessions for tasks published on mabeam.tasks.submit",
-        KEYS,
-        std::env::vars(),
-        std::env::args().skip(1),
-    )?;
-    let env = match invocation {
-        Invocation::Help(text) => {
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{text}");
-            }
-            return Ok(());
-        }
-        Invocation::Run(env) => env,
+    let Some(env) = process_settings("mabeam-coordinator", ABOUT, KEYS)? else {
+        return Ok(());
     };
     let config = Config::from_env(&env).context("invalid configuration")?;
-    run(config, mabeam_runtime::shutdown::on_signal()).await?;
+    run(config, on_signal()).await?;
     Ok(())
 }

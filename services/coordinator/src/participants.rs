@@ -8,11 +8,29 @@ use mabeam_protocol::{
     registry::{AgentInfo, AgentList, AgentQuery},
     subjects,
     task::ParticipantSelector,
-    ErrorCode, Limits, PROTOCOL_VERSION,
+    ErrorCode, Limits,
 };
 use mabeam_runtime::reply;
 
 use crate::error::Rejection;
+
+/// The eligible agents a query finds; none is a `no_participants` rejection.
+async fn eligible(
+    nats: &async_nats::Client,
+    agent_query: AgentQuery,
+    timeout: Duration,
+    none: impl FnOnce() -> String,
+) -> Result<Vec<AgentInfo>, ResolveError> {
+    let found: Vec<AgentInfo> = query(nats, agent_query, timeout)
+        .await?
+        .into_iter()
+        .filter(|a| a.status.is_eligible())
+        .collect();
+    if found.is_empty() {
+        return Err(reject(ErrorCode::NoParticipants, none()));
+    }
+    Ok(found)
+}
 
 /// Why participants could not be resolved.
 #[derive(Debug)]
@@ -96,7 +114,6 @@ pub(crate) async fn resolve(
             let found = query(
                 nats,
                 AgentQuery {
-                    v: PROTOCOL_VERSION,
                     agent_ids: agents.clone(),
                     ..AgentQuery::default()
                 },
@@ -128,25 +145,14 @@ pub(crate) async fn resolve(
             found
         }
         ParticipantSelector::Capability { capability, count } => {
-            let mut found: Vec<AgentInfo> = query(
-                nats,
-                AgentQuery {
-                    v: PROTOCOL_VERSION,
-                    capability: Some(capability.clone()),
-                    ..AgentQuery::default()
-                },
-                timeout,
-            )
-            .await?
-            .into_iter()
-            .filter(|a| a.status.is_eligible())
-            .collect();
-            if found.is_empty() {
-                return Err(reject(
-                    ErrorCode::NoParticipants,
-                    format!("no eligible agent has capability {capability:?}"),
-                ));
-            }
+            let query = AgentQuery {
+                capability: Some(capability.clone()),
+                ..AgentQuery::default()
+            };
+            let mut found = eligible(nats, query, timeout, || {
+                format!("no eligible agent has capability {capability:?}")
+            })
+            .await?;
             // The most expert first, so a bounded count picks the strongest electorate.
             found.sort_by(|a, b| {
                 b.expertise
@@ -158,26 +164,17 @@ pub(crate) async fn resolve(
             }
             found
         }
-        ParticipantSelector::All { .. } => {
-            let found: Vec<AgentInfo> = query(
-                nats,
-                AgentQuery {
-                    v: PROTOCOL_VERSION,
-                    ..AgentQuery::default()
-                },
-                timeout,
-            )
+        ParticipantSelector::All { all: false } => {
+            return Err(reject(
+                ErrorCode::NoParticipants,
+                "participants.all is false: nobody selected".into(),
+            ))
+        }
+        ParticipantSelector::All { all: true } => {
+            eligible(nats, AgentQuery::default(), timeout, || {
+                "no eligible agent is registered".into()
+            })
             .await?
-            .into_iter()
-            .filter(|a| a.status.is_eligible())
-            .collect();
-            if found.is_empty() {
-                return Err(reject(
-                    ErrorCode::NoParticipants,
-                    "no eligible agent is registered".into(),
-                ));
-            }
-            found
         }
     };
     Electorate::new(chosen.into_iter().map(participant).collect())

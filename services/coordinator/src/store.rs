@@ -171,11 +171,13 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Res
     rmp_serde::from_slice(bytes).map_err(|e| StoreError::Decode(what, e.to_string()))
 }
 
-fn timed<T>(
+/// Runs one store operation, recording its duration and (except lost leases) its failures.
+async fn timed<T>(
     op: &'static str,
-    started: std::time::Instant,
-    r: Result<T, StoreError>,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
+    let started = std::time::Instant::now();
+    let r = work.await;
     metrics::histogram!("mabeam_coordinator_store_duration_seconds", "op" => op)
         .record(started.elapsed().as_secs_f64());
     if let Err(e) = &r {
@@ -221,8 +223,7 @@ impl Store {
         record: &SessionRecord,
         now_ms: u64,
     ) -> Result<StartOutcome, StoreError> {
-        let t = std::time::Instant::now();
-        let r = async {
+        timed("start", async {
             let task = &record.task_id;
             let code: i64 = self
                 .scripts
@@ -245,9 +246,8 @@ impl Store {
                 0 => StartOutcome::OwnedElsewhere,
                 fence => StartOutcome::Started(self.lease(task, fence)),
             })
-        }
-        .await;
-        timed("start", t, r)
+        })
+        .await
     }
 
     /// Claims a session whose lease expired. `None` when someone else holds it or it is gone.
@@ -312,28 +312,16 @@ impl Store {
         entry: &LogEntry,
         round: u32,
     ) -> Result<(), StoreError> {
-        let t = std::time::Instant::now();
-        let r = async {
-            let task = &lease.task_id;
-            let ok: i64 = self
-                .scripts
-                .append
-                .key(lease_key(task))
-                .key(log_key(task))
-                .key(session_key(task))
-                .arg(&lease.token)
-                .arg(encode("log entry", entry)?)
-                .arg(round)
-                .invoke_async(&mut self.redis.clone())
-                .await?;
-            if ok == 1 {
-                Ok(())
-            } else {
-                Err(StoreError::LeaseLost)
-            }
-        }
-        .await;
-        timed("append", t, r)
+        let task = &lease.task_id;
+        let mut invocation = self.scripts.append.prepare_invoke();
+        invocation
+            .key(lease_key(task))
+            .key(log_key(task))
+            .key(session_key(task))
+            .arg(&lease.token)
+            .arg(encode("log entry", entry)?)
+            .arg(round);
+        self.fenced("append", &invocation).await
     }
 
     /// Stores the result and deletes the session state, atomically and only while owning it.
@@ -342,31 +330,36 @@ impl Store {
         lease: &Lease,
         result: &TaskResult,
     ) -> Result<(), StoreError> {
-        let t = std::time::Instant::now();
-        let r = async {
-            let task = &lease.task_id;
-            let ok: i64 = self
-                .scripts
-                .finish
-                .key(lease_key(task))
-                .key(result_key(task))
-                .key(session_key(task))
-                .key(log_key(task))
-                .key(ACTIVE)
-                .arg(&lease.token)
-                .arg(encode("result", result)?)
-                .arg(self.result_ttl_s)
-                .arg(task.as_str())
-                .invoke_async(&mut self.redis.clone())
-                .await?;
+        let task = &lease.task_id;
+        let mut invocation = self.scripts.finish.prepare_invoke();
+        invocation
+            .key(lease_key(task))
+            .key(result_key(task))
+            .key(session_key(task))
+            .key(log_key(task))
+            .key(ACTIVE)
+            .arg(&lease.token)
+            .arg(encode("result", result)?)
+            .arg(self.result_ttl_s)
+            .arg(task.as_str());
+        self.fenced("finish", &invocation).await
+    }
+
+    /// Runs a script that writes only while `lease` still holds (it answers 1, else 0).
+    async fn fenced(
+        &self,
+        op: &'static str,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<(), StoreError> {
+        timed(op, async {
+            let ok: i64 = invocation.invoke_async(&mut self.redis.clone()).await?;
             if ok == 1 {
                 Ok(())
             } else {
                 Err(StoreError::LeaseLost)
             }
-        }
-        .await;
-        timed("finish", t, r)
+        })
+        .await
     }
 
     /// Gives a session back (shutdown): its lease disappears and it is marked for immediate
@@ -448,6 +441,20 @@ impl Store {
             .into_iter()
             .filter_map(|id| TaskId::new(id).ok())
             .collect())
+    }
+
+    /// Whether a task has its result, a session, or neither: two EXISTS, for pollers.
+    pub(crate) async fn progress(&self, task: &TaskId) -> Result<TaskState, StoreError> {
+        let (finished, running): (bool, bool) = redis::pipe()
+            .exists(result_key(task))
+            .exists(session_key(task))
+            .query_async(&mut self.redis.clone())
+            .await?;
+        Ok(match (finished, running) {
+            (true, _) => TaskState::Finished,
+            (false, true) => TaskState::Running,
+            (false, false) => TaskState::Queued,
+        })
     }
 
     /// What `mabeam.sessions.get` reports.

@@ -125,16 +125,9 @@ fn check_host_port(key: &str, value: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use mabeam_runtime::config::settings as env;
 
     #[test]
     fn no_proxy_by_default() {

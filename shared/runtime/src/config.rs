@@ -397,6 +397,37 @@ pub fn from_process(
     Ok(Invocation::Run(map))
 }
 
+/// This process's settings (environment, then flags), or `None` once `--help` is printed.
+pub fn process_settings(
+    service: &str,
+    about: &str,
+    keys: &[ConfigKey],
+) -> Result<Option<BTreeMap<String, String>>, ConfigError> {
+    use std::io::Write as _;
+    match from_process(
+        service,
+        about,
+        keys,
+        std::env::vars(),
+        std::env::args().skip(1),
+    )? {
+        Invocation::Help(text) => {
+            // Written, not println!ed: `--help | head` must not panic on a closed pipe.
+            let _ = writeln!(std::io::stdout(), "{text}");
+            Ok(None)
+        }
+        Invocation::Run(env) => Ok(Some(env)),
+    }
+}
+
+/// Settings from literal pairs, as tests and tools build them.
+pub fn settings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
 /// The `--help` text: every key as flag and env var, with defaults.
 pub fn help(service: &str, about: &str, keys: &[ConfigKey]) -> String {
     let mut out =
@@ -424,10 +455,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        settings(pairs)
     }
 
     #[test]
