@@ -49,7 +49,10 @@
 //! `mabeam_agent_heartbeat_failures_total{reason}`,
 //! `mabeam_agent_deregistration_failures_total{reason}`,
 //! `mabeam_agent_messages_refused_total{reason}`, `mabeam_agent_byzantine_decided_total`,
-//! `mabeam_agent_equivocations_seen_total`.
+//! `mabeam_agent_equivocations_seen_total`; the LLM decider ([`llm`]) adds
+//! `mabeam_agent_llm_requests_total{outcome}`, `mabeam_agent_llm_request_duration_seconds`,
+//! `mabeam_agent_llm_fallbacks_total{reason}` and
+//! `mabeam_agent_llm_breaker_transitions_total{to}`.
 
 mod agent;
 mod decide;
@@ -57,6 +60,7 @@ mod error;
 pub mod faults;
 pub mod honest;
 pub mod keys;
+pub mod llm;
 mod registry;
 mod runner;
 mod stats;
@@ -66,3 +70,4 @@ pub use decide::{Decider, Round, Vote};
 pub use error::AgentError;
 pub use honest::Opinion;
 pub use mabeam_protocol::AgentKeypair;
+pub use stats::METRICS;

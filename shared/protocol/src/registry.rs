@@ -27,6 +27,16 @@ pub enum AgentStatus {
 }
 
 impl AgentStatus {
+    /// Every status, in lifecycle order (gauges, parsing).
+    pub const ALL: [Self; 6] = [
+        Self::Registered,
+        Self::Active,
+        Self::Suspect,
+        Self::Failed,
+        Self::Recovered,
+        Self::Quarantined,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Registered => "registered",

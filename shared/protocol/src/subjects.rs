@@ -8,6 +8,19 @@ use crate::{telemetry::Service, AgentId, SessionId, TaskId};
 pub const TASKS_SUBMIT: &str = "mabeam.tasks.submit";
 /// JetStream stream capturing [`TASKS_SUBMIT`] (work-queue retention).
 pub const TASKS_STREAM: &str = "MABEAM_TASKS";
+/// Task messages the coordinators gave up on (undeliverable after `max_deliver` attempts),
+/// each with its original body and headers plus the reason.
+pub const TASKS_DEADLETTER: &str = "mabeam.tasks.deadletter";
+/// JetStream stream capturing [`TASKS_DEADLETTER`].
+pub const DEADLETTER_STREAM: &str = "MABEAM_DEADLETTER";
+/// Header of a dead letter: why the task was given up.
+pub const DEADLETTER_REASON_HEADER: &str = "Mabeam-Deadletter-Reason";
+/// Header of a dead letter: the task id, when one could be determined.
+pub const DEADLETTER_TASK_HEADER: &str = "Mabeam-Task-Id";
+/// Header of a dead letter: how many times the task message was delivered.
+pub const DEADLETTER_DELIVERIES_HEADER: &str = "Mabeam-Deliveries";
+/// Header of a dead letter: the task message's sequence in [`TASKS_STREAM`].
+pub const DEADLETTER_SEQUENCE_HEADER: &str = "Mabeam-Stream-Sequence";
 /// JetStream stream keeping results for replay.
 pub const RESULTS_STREAM: &str = "MABEAM_RESULTS";
 /// Every result subject.

@@ -8,6 +8,7 @@ use crate::{
     error::ErrorCode,
     registry::AgentStatus,
     result::{FaultReason, Status},
+    session::EquivocationEvidence,
     AgentId, SessionId, TaskId,
 };
 
@@ -47,11 +48,27 @@ pub enum EventKind {
         code: ErrorCode,
         message: String,
     },
+    /// A task message was given up after its last delivery and moved to the dead-letter
+    /// stream with the reason.
+    TaskDeadLettered {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        task_id: Option<TaskId>,
+        reason: String,
+        deliveries: u64,
+    },
     SessionStarted {
         task_id: TaskId,
         session_id: SessionId,
         algorithm: String,
         participants: u32,
+    },
+    /// A replica took over a session whose owner's lease expired (crash, partition, kill -9)
+    /// and resumed it from its persisted log.
+    SessionResumed {
+        task_id: TaskId,
+        session_id: SessionId,
+        /// Log entries replayed to rebuild it.
+        log_entries: u32,
     },
     SessionFinished {
         task_id: TaskId,
@@ -75,6 +92,10 @@ pub enum EventKind {
     EquivocationDetected {
         session_id: SessionId,
         agent_id: AgentId,
+        /// The two signed ballots, so the audit trail holds the proof itself (anyone with
+        /// the agent's public key can check it).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        evidence: Option<Box<EquivocationEvidence>>,
     },
     AgentStatusChanged {
         agent_id: AgentId,
@@ -97,7 +118,9 @@ impl EventKind {
         match self {
             Self::TaskAccepted { .. } => "task_accepted",
             Self::TaskRejected { .. } => "task_rejected",
+            Self::TaskDeadLettered { .. } => "task_dead_lettered",
             Self::SessionStarted { .. } => "session_started",
+            Self::SessionResumed { .. } => "session_resumed",
             Self::SessionFinished { .. } => "session_finished",
             Self::AlgorithmSwitched { .. } => "algorithm_switched",
             Self::BallotRejected { .. } => "ballot_rejected",

@@ -462,7 +462,7 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
         service: Service::Coordinator,
         instance: p.text.clone(),
         at_ms: p.n,
-        event: match pick(10) {
+        event: match pick(11) {
             0 => EventKind::TaskAccepted {
                 task_id: task.clone(),
                 algorithm: p.text.clone(),
@@ -500,6 +500,7 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
             6 => EventKind::EquivocationDetected {
                 session_id: session.clone(),
                 agent_id: agent.clone(),
+                evidence: None,
             },
             7 => EventKind::AgentStatusChanged {
                 agent_id: agent.clone(),
@@ -509,6 +510,11 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
             8 => EventKind::FaultInjected {
                 fault_id: p.text.clone(),
                 description: p.text.clone(),
+            },
+            9 => EventKind::TaskDeadLettered {
+                task_id: Some(task.clone()),
+                reason: p.text.clone(),
+                deliveries: p.n,
             },
             _ => EventKind::FaultHealed {
                 fault_id: p.text.clone(),

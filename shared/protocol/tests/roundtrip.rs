@@ -96,7 +96,9 @@ const _: fn(&LinkFault) = |f| match f {
 const _: fn(&EventKind) = |e| match e {
     EventKind::TaskAccepted { .. }
     | EventKind::TaskRejected { .. }
+    | EventKind::TaskDeadLettered { .. }
     | EventKind::SessionStarted { .. }
+    | EventKind::SessionResumed { .. }
     | EventKind::SessionFinished { .. }
     | EventKind::AlgorithmSwitched { .. }
     | EventKind::BallotRejected { .. }
@@ -904,6 +906,13 @@ fn event_kind() -> BoxedStrategy<EventKind> {
                 message
             }
         ),
+        (proptest::option::of(task_id()), text(), any::<u64>()).prop_map(
+            |(task_id, reason, deliveries)| EventKind::TaskDeadLettered {
+                task_id,
+                reason,
+                deliveries
+            }
+        ),
         (task_id(), session_id(), text(), any::<u32>()).prop_map(
             |(task_id, session_id, algorithm, participants)| EventKind::SessionStarted {
                 task_id,
@@ -912,6 +921,13 @@ fn event_kind() -> BoxedStrategy<EventKind> {
                 participants,
             }
         ),
+        (task_id(), session_id(), any::<u32>()).prop_map(|(task_id, session_id, log_entries)| {
+            EventKind::SessionResumed {
+                task_id,
+                session_id,
+                log_entries,
+            }
+        }),
         (
             task_id(),
             session_id(),
@@ -947,12 +963,18 @@ fn event_kind() -> BoxedStrategy<EventKind> {
                 reason,
             }
         }),
-        (session_id(), agent_id()).prop_map(|(session_id, agent_id)| {
-            EventKind::EquivocationDetected {
-                session_id,
-                agent_id,
-            }
-        }),
+        (
+            session_id(),
+            agent_id(),
+            proptest::option::of(equivocation_evidence())
+        )
+            .prop_map(|(session_id, agent_id, evidence)| {
+                EventKind::EquivocationDetected {
+                    session_id,
+                    agent_id,
+                    evidence: evidence.map(Box::new),
+                }
+            }),
         (
             agent_id(),
             proptest::option::of(agent_status()),

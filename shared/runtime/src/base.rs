@@ -8,7 +8,7 @@ use mabeam_protocol::telemetry::Service;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;
 
-use crate::{CommonConfig, EventSink, Readiness, RuntimeError, Shutdown};
+use crate::{health::Dependency, CommonConfig, EventSink, Readiness, RuntimeError, Shutdown};
 
 #[derive(Debug)]
 pub struct Base {
@@ -16,6 +16,9 @@ pub struct Base {
     pub redis: ConnectionManager,
     pub events: EventSink,
     pub readiness: Readiness,
+    /// Down until the service says its endpoints are in place (`/readyz` stays false while
+    /// connected but not yet answering): set it once the subscriptions are confirmed.
+    pub serving: Dependency,
     pub http_addr: SocketAddr,
     pub micro: MicroService,
     pub metrics: PrometheusHandle,
@@ -34,6 +37,7 @@ pub async fn start(
     let readiness = Readiness::new();
     let nats_dep = readiness.register("nats");
     let redis_dep = readiness.register("redis");
+    let serving = readiness.register("serving");
     // Probes come up first so an orchestrator sees "alive, not ready" while we connect.
     let http_addr = crate::http::serve(
         config.http_addr,
@@ -44,7 +48,7 @@ pub async fn start(
     )
     .await?;
     let nats = crate::nats::connect(&config.nats, &config.instance, nats_dep, shutdown).await?;
-    let redis = crate::redis::connect(&config.redis_url, redis_dep, shutdown).await?;
+    let redis = crate::redis::connect(&config.redis, redis_dep, shutdown).await?;
     let name = format!("mabeam-{}", service.as_str().replace('_', "-"));
     let micro = nats
         .service_builder()
@@ -59,6 +63,7 @@ pub async fn start(
         redis,
         events,
         readiness,
+        serving,
         http_addr,
         micro,
         metrics,

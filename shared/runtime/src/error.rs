@@ -17,6 +17,12 @@ pub enum RuntimeError {
     },
     #[error("invalid Redis URL: {0}")]
     RedisUrl(#[source] ::redis::RedisError),
+    #[error("cannot read Redis TLS material from {path}: {source}")]
+    RedisTls {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot connect to Redis: {0}")]
     RedisConnect(#[source] ::redis::RedisError),
     #[error("cannot bind HTTP listener on {addr}: {source}")]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod nats;
+pub mod ratelimit;
 pub mod redis;
 pub mod reply;
 pub mod shutdown;

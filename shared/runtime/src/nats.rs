@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_nats::{ConnectOptions, Event};
 
 use crate::{
-    config::{NatsAuth, NatsConfig},
+    config::{redact_url, NatsAuth, NatsConfig},
     health::Dependency,
     RuntimeError, Shutdown,
 };
@@ -27,10 +27,10 @@ async fn options(
         match &config.auth {
             NatsAuth::None => ConnectOptions::new(),
             NatsAuth::UserPassword { user, password } => {
-                ConnectOptions::with_user_and_password(user.clone(), password.clone())
+                ConnectOptions::with_user_and_password(user.clone(), password.expose().to_owned())
             }
-            NatsAuth::Token(t) => ConnectOptions::with_token(t.clone()),
-            NatsAuth::NkeySeed(seed) => ConnectOptions::with_nkey(seed.clone()),
+            NatsAuth::Token(t) => ConnectOptions::with_token(t.expose().to_owned()),
+            NatsAuth::NkeySeed(seed) => ConnectOptions::with_nkey(seed.expose().to_owned()),
             NatsAuth::CredsFile(path) => ConnectOptions::with_credentials_file(path)
                 .await
                 .map_err(|source| RuntimeError::NatsCredentials {
@@ -49,6 +49,7 @@ async fn options(
     }
     Ok(opts
         .name(name)
+        .custom_inbox_prefix(&config.inbox_prefix)
         .connection_timeout(Duration::from_secs(2))
         .max_reconnects(None)
         .reconnect_delay_callback(backoff)
@@ -97,17 +98,17 @@ pub async fn connect(
             Err(source) => {
                 if shutdown.is_cancelled() {
                     return Err(RuntimeError::NatsConnect {
-                        url: config.url.clone(),
+                        url: redact_url(&config.url),
                         source,
                     });
                 }
-                tracing::warn!(url = %config.url, error = %source, attempt, "NATS not reachable yet; retrying");
+                tracing::warn!(url = %redact_url(&config.url), error = %source, attempt, "NATS not reachable yet; retrying");
                 let delay = backoff(attempt);
                 attempt += 1;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return Err(RuntimeError::NatsConnect {
-                        url: config.url.clone(),
+                        url: redact_url(&config.url),
                         source,
                     }),
                 }

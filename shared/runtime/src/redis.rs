@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use ::redis::{
     aio::{ConnectionManager, ConnectionManagerConfig},
-    Client,
+    Client, ClientTlsConfig, IntoConnectionInfo, TlsCertificates,
 };
 
-use crate::{health::Dependency, RuntimeError, Shutdown};
+use crate::{config::RedisConfig, health::Dependency, RuntimeError, Shutdown};
 
 const PING_EVERY: Duration = Duration::from_millis(500);
 
@@ -20,13 +20,61 @@ fn manager_config() -> ConnectionManagerConfig {
         .set_max_delay(Duration::from_secs(2))
 }
 
+fn read(path: &std::path::Path) -> Result<Vec<u8>, RuntimeError> {
+    std::fs::read(path).map_err(|source| RuntimeError::RedisTls {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A client for the configured URL, ACL credentials and TLS material.
+pub fn client(config: &RedisConfig) -> Result<Client, RuntimeError> {
+    let mut info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(RuntimeError::RedisUrl)?;
+    if let Some(password) = &config.password {
+        let mut settings = info
+            .redis_settings()
+            .clone()
+            .set_password(password.expose());
+        if let Some(user) = &config.user {
+            settings = settings.set_username(user);
+        }
+        info = info.set_redis_settings(settings);
+    }
+    match &config.tls {
+        Some(tls) if tls.ca.is_some() || tls.client_cert.is_some() => {
+            let root_cert = tls.ca.as_deref().map(read).transpose()?;
+            let client_tls = match &tls.client_cert {
+                Some((cert, key)) => Some(ClientTlsConfig {
+                    client_cert: read(cert)?,
+                    client_key: read(key)?,
+                }),
+                None => None,
+            };
+            Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls,
+                    root_cert,
+                },
+            )
+            .map_err(RuntimeError::RedisUrl)
+        }
+        // rediss:// without a CA verifies against the system roots.
+        _ => Client::open(info).map_err(RuntimeError::RedisUrl),
+    }
+}
+
 /// Connects (retrying until `shutdown`) and starts the watchdog.
 pub async fn connect(
-    url: &str,
+    config: &RedisConfig,
     dependency: Dependency,
     shutdown: &Shutdown,
 ) -> Result<ConnectionManager, RuntimeError> {
-    let client = Client::open(url).map_err(RuntimeError::RedisUrl)?;
+    let client = client(config)?;
     let mut attempt: u32 = 0;
     let manager = loop {
         match ConnectionManager::new_with_config(client.clone(), manager_config()).await {

@@ -61,6 +61,16 @@ pub fn record_refusal(endpoint: &'static str, code: ErrorCode, message: &str) {
     tracing::warn!(endpoint, code = code.as_str(), message, "request refused");
 }
 
+/// The reply to a request refused by a rate limit (counted by the limiter, not logged: a
+/// flood must not become a flood of log lines).
+pub fn rate_limited_body(ct: ContentType, endpoint: &str) -> (HeaderMap, Bytes) {
+    error_body(
+        ct,
+        ErrorCode::RateLimited,
+        &format!("too many requests on {endpoint}; retry later"),
+    )
+}
+
 /// Reads an error reply from a response, if it is one.
 pub fn as_error(headers: Option<&HeaderMap>, payload: &[u8]) -> Option<ErrorReply> {
     let headers = headers?;

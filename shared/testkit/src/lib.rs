@@ -45,7 +45,8 @@ fn find_binary(name: &str) -> PathBuf {
     panic!("{name} not found: install it (apt-get install {name}); .ci/run does this on CI")
 }
 
-/// Waits until `line_matches` accepts a line of the child's `stream`, or fails after `timeout`.
+/// Waits until a line of the child's `stream` contains `needle`, or fails after `timeout`
+/// (or when the child exits first) with the last lines it wrote.
 fn wait_for_line(
     stream: impl Read + Send + 'static,
     needle: &'static str,
@@ -55,17 +56,31 @@ fn wait_for_line(
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut sent = false;
+        let mut last = std::collections::VecDeque::new();
         for line in BufReader::new(stream).lines() {
             let Ok(line) = line else { break };
-            if !sent && line.contains(needle) {
-                let _ = tx.send(());
-                sent = true;
+            if !sent {
+                if line.contains(needle) {
+                    let _ = tx.send(Ok(()));
+                    sent = true;
+                } else {
+                    last.push_back(line);
+                    if last.len() > 5 {
+                        last.pop_front();
+                    }
+                }
             }
             // Keep draining so the child never blocks on a full pipe.
         }
+        if !sent {
+            let _ = tx.send(Err(Vec::from(last).join("\n")));
+        }
     });
-    rx.recv_timeout(timeout)
-        .unwrap_or_else(|_| panic!("{what} did not report {needle:?} within {timeout:?}"));
+    match rx.recv_timeout(timeout) {
+        Ok(Ok(())) => {}
+        Ok(Err(output)) => panic!("{what} exited before reporting {needle:?}:\n{output}"),
+        Err(_) => panic!("{what} did not report {needle:?} within {timeout:?}"),
+    }
 }
 
 fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
@@ -93,6 +108,9 @@ pub struct NatsServer {
     monitor_port: u16,
     store: tempfile::TempDir,
     config: Option<PathBuf>,
+    /// Environment of the server process: a config file may read passwords and certificate
+    /// paths from it (`$VAR`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -104,11 +122,20 @@ impl NatsServer {
     /// Starts with an extra config file (authorization, TLS); its `port` and `store_dir`
     /// are overridden by flags.
     pub fn start_with_config(config: Option<&Path>) -> Self {
+        Self::start_with_config_env(config, &[])
+    }
+
+    /// As [`Self::start_with_config`], with extra environment variables for the server.
+    pub fn start_with_config_env(config: Option<&Path>, env: &[(&str, &str)]) -> Self {
         let mut s = Self {
             port: free_port(),
             monitor_port: free_port(),
             store: tempfile::tempdir().expect("temp dir for the JetStream store"),
             config: config.map(Path::to_path_buf),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             child: None,
         };
         s.spawn();
@@ -126,6 +153,7 @@ impl NatsServer {
             .arg(self.monitor_port.to_string())
             .arg("-sd")
             .arg(self.store.path())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("cannot start nats-server");
@@ -237,6 +265,25 @@ impl RedisServer {
         self.port
     }
 
+    /// SIGSTOP: the server keeps its connections and data but answers nothing, like a
+    /// stalled host; [`Self::resume`] continues it.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
+        }
+    }
+
     /// Kills the server; data is not kept (no persistence configured).
     pub fn stop(&mut self) {
         kill(&mut self.child);
@@ -284,6 +331,35 @@ impl Infra {
         .map(|(k, v)| (k.to_owned(), v))
         .collect()
     }
+}
+
+/// The value of the sample `name{labels}` in Prometheus text (labels in any order; the
+/// sample must have exactly these labels).
+pub fn metric_sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let wanted: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
+    text.lines().find_map(|line| {
+        if line.starts_with('#') {
+            return None;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, found) = match series.split_once('{') {
+            Some((n, rest)) => (n, metric_labels(rest.strip_suffix('}')?)),
+            None => (series, std::collections::BTreeMap::new()),
+        };
+        (series_name == name && found == wanted)
+            .then(|| value.parse().ok())
+            .flatten()
+    })
+}
+
+fn metric_labels(text: &str) -> std::collections::BTreeMap<&str, &str> {
+    text.split("\",")
+        .filter(|p| !p.is_empty())
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once("=\"")?;
+            Some((k, v.trim_end_matches('"')))
+        })
+        .collect()
 }
 
 #[cfg(test)]
