@@ -23,10 +23,22 @@ use std::net::SocketAddr;
 use async_nats::service::ServiceExt as _;
 use mabeam_agent::Agent;
 use mabeam_protocol::{AgentId, PublicKey};
-use mabeam_runtime::{Readiness, RuntimeError, Shutdown};
+use mabeam_runtime::{metrics::Described, Readiness, RuntimeError, Shutdown};
 
 pub use config::{Config, Profile, KEYS};
 pub use error::Error;
+
+/// Help texts of agent-sim's own metrics (the agents' are `mabeam_agent::METRICS`).
+pub const METRICS: &[Described] = &[
+    Described::Counter(
+        "mabeam_agent_sim_agent_failures_total",
+        "Simulated agents that stopped with an error.",
+    ),
+    Described::Gauge(
+        "mabeam_agent_sim_agents",
+        "Simulated agents this process runs.",
+    ),
+];
 
 const DESCRIPTION: &str = "simulated agent fleet";
 
@@ -44,6 +56,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let common = &config.common;
     mabeam_runtime::logging::init(&common.log_filter, &common.log_format);
     let metrics = mabeam_runtime::metrics::install()?;
+    mabeam_runtime::metrics::describe(METRICS);
+    mabeam_runtime::metrics::describe(mabeam_agent::METRICS);
     // Only NATS: agents never talk to Redis, so readiness does not wait for it.
     let readiness = Readiness::new();
     let nats_up = readiness.register("nats");

@@ -41,9 +41,34 @@ pub const KEYS: &[ConfigKey] = &[
         help: "deliveries of one task message before JetStream gives up on it",
     },
     ConfigKey {
+        name: "MABEAM_TASK_RETRY_BASE_MS",
+        default: Some("1000"),
+        help: "first redelivery delay of a task that cannot be handled now; doubles per delivery",
+    },
+    ConfigKey {
+        name: "MABEAM_TASK_RETRY_MAX_MS",
+        default: Some("60000"),
+        help: "longest redelivery delay",
+    },
+    ConfigKey {
+        name: "MABEAM_DEADLETTER_MAX_AGE_S",
+        default: Some("2592000"),
+        help: "how long given-up tasks stay in the MABEAM_DEADLETTER stream",
+    },
+    ConfigKey {
         name: "MABEAM_DEDUP_WINDOW_S",
         default: Some("120"),
         help: "JetStream duplicate window for task ids (Nats-Msg-Id)",
+    },
+    ConfigKey {
+        name: "MABEAM_STREAM_REPLICAS",
+        default: Some("1"),
+        help: "replicas of the MABEAM_TASKS and MABEAM_RESULTS streams when this replica creates them (3 on a 3-node JetStream cluster)",
+    },
+    ConfigKey {
+        name: "MABEAM_LAG_POLL_MS",
+        default: Some("5000"),
+        help: "how often to read the task consumer's backlog into mabeam_coordinator_tasks_pending",
     },
     ConfigKey {
         name: "MABEAM_REGISTRY_TIMEOUT_MS",
@@ -54,6 +79,16 @@ pub const KEYS: &[ConfigKey] = &[
         name: "MABEAM_DRAIN_TIMEOUT_MS",
         default: Some("5000"),
         help: "on shutdown, how long running sessions may take to finish before they are handed back",
+    },
+    ConfigKey {
+        name: "MABEAM_VOTE_RATE_LIMIT",
+        default: Some("200"),
+        help: "messages per second one agent's vote subject may carry into a session; more are dropped (0 = no limit)",
+    },
+    ConfigKey {
+        name: "MABEAM_VOTE_RATE_BURST",
+        default: Some("400"),
+        help: "burst above MABEAM_VOTE_RATE_LIMIT",
     },
     ConfigKey {
         name: "MABEAM_CLOCK_TOLERANCE_MS",
@@ -72,10 +107,17 @@ pub struct Config {
     pub results_max_age: Duration,
     pub ack_wait: Duration,
     pub max_deliver: i64,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    pub deadletter_max_age: Duration,
     pub dedup_window: Duration,
+    pub stream_replicas: usize,
+    pub lag_poll: Duration,
     pub registry_timeout: Duration,
     pub drain_timeout: Duration,
     pub clock_tolerance_ms: u64,
+    /// Per agent and session; `None` when disabled.
+    pub vote_rate: Option<mabeam_runtime::ratelimit::Rate>,
 }
 
 impl Config {
@@ -110,6 +152,22 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let stream_replicas: usize = config::parse(env, KEYS, "MABEAM_STREAM_REPLICAS")?;
+        // JetStream allows at most 5 replicas per stream.
+        if !(1..=5).contains(&stream_replicas) {
+            return Err(ConfigError::invalid(
+                "MABEAM_STREAM_REPLICAS",
+                "must be between 1 and 5",
+            ));
+        }
+        let retry_base = config::millis(env, KEYS, "MABEAM_TASK_RETRY_BASE_MS", 10)?;
+        let retry_max = config::millis(env, KEYS, "MABEAM_TASK_RETRY_MAX_MS", 10)?;
+        if retry_max < retry_base {
+            return Err(ConfigError::invalid(
+                "MABEAM_TASK_RETRY_MAX_MS",
+                "must not be below MABEAM_TASK_RETRY_BASE_MS",
+            ));
+        }
         Ok(Self {
             common,
             max_sessions,
@@ -119,10 +177,21 @@ impl Config {
             results_max_age: secs("MABEAM_RESULTS_MAX_AGE_S")?,
             ack_wait: config::millis(env, KEYS, "MABEAM_TASK_ACK_WAIT_MS", 1000)?,
             max_deliver,
+            retry_base,
+            retry_max,
+            deadletter_max_age: secs("MABEAM_DEADLETTER_MAX_AGE_S")?,
             dedup_window: secs("MABEAM_DEDUP_WINDOW_S")?,
+            stream_replicas,
+            lag_poll: config::millis(env, KEYS, "MABEAM_LAG_POLL_MS", 100)?,
             registry_timeout: config::millis(env, KEYS, "MABEAM_REGISTRY_TIMEOUT_MS", 10)?,
             drain_timeout: config::millis(env, KEYS, "MABEAM_DRAIN_TIMEOUT_MS", 0)?,
             clock_tolerance_ms: config::parse(env, KEYS, "MABEAM_CLOCK_TOLERANCE_MS")?,
+            vote_rate: config::rate(
+                env,
+                KEYS,
+                "MABEAM_VOTE_RATE_LIMIT",
+                "MABEAM_VOTE_RATE_BURST",
+            )?,
         })
     }
 }
@@ -156,5 +225,24 @@ mod tests {
         assert!(Config::from_env(&env(&[("MABEAM_MAX_SESSIONS", "0")])).is_err());
         assert!(Config::from_env(&env(&[("MABEAM_TASK_MAX_DELIVER", "0")])).is_err());
         assert!(Config::from_env(&env(&[("MABEAM_LEASE_MS", "abc")])).is_err());
+        let e = Config::from_env(&env(&[
+            ("MABEAM_TASK_RETRY_BASE_MS", "5000"),
+            ("MABEAM_TASK_RETRY_MAX_MS", "1000"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().starts_with("MABEAM_TASK_RETRY_MAX_MS"), "{e}");
+    }
+
+    #[test]
+    fn stream_replicas_are_those_jetstream_allows() {
+        assert_eq!(Config::from_env(&env(&[])).unwrap().stream_replicas, 1);
+        let c = Config::from_env(&env(&[("MABEAM_STREAM_REPLICAS", "3")])).unwrap();
+        assert_eq!(c.stream_replicas, 3);
+        for bad in ["0", "6", "three"] {
+            let e = Config::from_env(&env(&[("MABEAM_STREAM_REPLICAS", bad)])).unwrap_err();
+            assert!(e.to_string().starts_with("MABEAM_STREAM_REPLICAS"), "{e}");
+        }
+        let e = Config::from_env(&env(&[("MABEAM_LAG_POLL_MS", "5")])).unwrap_err();
+        assert!(e.to_string().starts_with("MABEAM_LAG_POLL_MS"), "{e}");
     }
 }

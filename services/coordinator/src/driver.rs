@@ -20,7 +20,7 @@ use mabeam_protocol::{
     telemetry::EventKind,
     AgentId, SignedEnvelope, TaskResult, PROTOCOL_VERSION,
 };
-use mabeam_runtime::{now_ms, reply};
+use mabeam_runtime::{now_ms, ratelimit::RateLimiter, reply};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -63,6 +63,14 @@ pub(crate) struct Driver {
     pub(crate) lost: CancellationToken,
     /// Proposals of the latest round, re-sent after a takeover.
     pub(crate) last_proposals: BTreeMap<AgentId, Proposal>,
+    /// Per vote subject (one per agent): a flood is dropped before decoding or logging.
+    pub(crate) vote_rate: RateLimiter,
+}
+
+/// The vote limiter of one session: one bucket per electorate member, and room for a few
+/// subjects of non-members (their ballots are refused anyway).
+pub(crate) fn vote_limiter(shared: &Shared, record: &SessionRecord) -> RateLimiter {
+    RateLimiter::new(shared.config.vote_rate, record.electorate.len() + 64)
 }
 
 enum Exit {
@@ -164,12 +172,13 @@ impl Driver {
                 }
                 Effect::Equivocation(evidence) => {
                     let agent = evidence.agent_id.clone();
-                    self.shared.report_evidence(*evidence);
+                    self.shared.report_evidence((*evidence).clone());
                     self.shared
                         .events
                         .emit(EventKind::EquivocationDetected {
                             session_id: sid.clone(),
                             agent_id: agent,
+                            evidence: Some(evidence),
                         })
                         .await;
                 }
@@ -313,6 +322,10 @@ impl Driver {
         metrics::counter!("mabeam_coordinator_votes_received_total").increment(batch.len() as u64);
         batch
             .into_iter()
+            .filter(|m| {
+                let agent = m.subject.rsplit('.').next().unwrap_or_default();
+                self.vote_rate.admit("votes", agent)
+            })
             .filter_map(|m| {
                 let ct = reply::content_type(m.headers.as_ref()).unwrap_or(ContentType::MsgPack);
                 match decode::<SignedEnvelope>(ct, &m.payload, &self.shared.limits) {

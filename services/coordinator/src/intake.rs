@@ -14,6 +14,7 @@ use mabeam_runtime::{now_ms, reply};
 use rand::Rng;
 
 use crate::{
+    deadletter::{retry_or_give_up, Delivery},
     driver::{session_init, Driver},
     error::Rejection,
     participants::{resolve, ResolveError},
@@ -23,17 +24,20 @@ use crate::{
 
 const NATS_MSG_ID: &str = "Nats-Msg-Id";
 
-fn outcome(label: &'static str) {
+pub(crate) fn outcome(label: &'static str) {
     metrics::counter!("mabeam_coordinator_tasks_total", "outcome" => label).increment(1);
 }
 
 /// The id a task goes by: its own field, else the publisher's dedup id, else one derived
 /// from its stream position (stable across redeliveries).
-fn task_id_of(task: Option<&TaskSubmission>, msg: &async_nats::Message, stream_seq: u64) -> TaskId {
+pub(crate) fn task_id_of(
+    task: Option<&TaskSubmission>,
+    headers: Option<&async_nats::HeaderMap>,
+    stream_seq: u64,
+) -> TaskId {
     task.and_then(|t| t.task_id.clone())
         .or_else(|| {
-            msg.headers
-                .as_ref()
+            headers
                 .and_then(|h| h.get(NATS_MSG_ID))
                 .and_then(|v| TaskId::new(v.as_str()).ok())
         })
@@ -55,25 +59,32 @@ pub(crate) async fn handle_task(
     msg: async_nats::jetstream::Message,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let (stream_seq, published_ms) = match msg.info() {
+    let (stream_seq, delivered, published_ms) = match msg.info() {
         Ok(info) => (
             info.stream_sequence,
+            u64::try_from(info.delivered).unwrap_or(1),
             u64::try_from(info.published.unix_timestamp_nanos() / 1_000_000).ok(),
         ),
-        Err(_) => (0, None),
+        Err(_) => (0, 1, None),
     };
     let (message, acker) = msg.split();
-    let decoded = reply::content_type(message.headers.as_ref())
-        .and_then(|ct| decode::<TaskSubmission>(ct, &message.payload, &shared.limits));
+    let delivery = Delivery {
+        stream_seq,
+        delivered,
+        payload: message.payload,
+        headers: message.headers,
+    };
+    let decoded = reply::content_type(delivery.headers.as_ref())
+        .and_then(|ct| decode::<TaskSubmission>(ct, &delivery.payload, &shared.limits));
     let task = match decoded {
         Ok(t) => t,
         Err(e) => {
-            let id = task_id_of(None, &message, stream_seq);
+            let id = task_id_of(None, delivery.headers.as_ref(), stream_seq);
             let rejection = Rejection::new(ErrorCode::from(&e), e.to_string());
-            return reject(&shared, id, String::new(), rejection, acker).await;
+            return reject(&shared, &delivery, id, String::new(), rejection, acker).await;
         }
     };
-    let task_id = task_id_of(Some(&task), &message, stream_seq);
+    let task_id = task_id_of(Some(&task), delivery.headers.as_ref(), stream_seq);
     match shared.store.result(&task_id).await {
         Ok(Some(existing)) => {
             // Duplicate or redelivery: the task already has its one result.
@@ -83,11 +94,21 @@ pub(crate) async fn handle_task(
             return;
         }
         Ok(None) => {}
-        Err(e) => return defer(&task_id, &e.to_string(), acker).await,
+        Err(e) => {
+            return retry_or_give_up(&shared, &delivery, &task_id, &e.to_string(), acker).await
+        }
     }
     if let Err(e) = AlgorithmSpec::parse(&task.algorithm, &task.params) {
         let rejection = Rejection::new(e.code(), e.to_string());
-        return reject(&shared, task_id, task.algorithm.clone(), rejection, acker).await;
+        return reject(
+            &shared,
+            &delivery,
+            task_id,
+            task.algorithm.clone(),
+            rejection,
+            acker,
+        )
+        .await;
     }
     let electorate = match resolve(
         &shared.nats,
@@ -98,9 +119,19 @@ pub(crate) async fn handle_task(
     {
         Ok(e) => e,
         Err(ResolveError::Invalid(rejection)) => {
-            return reject(&shared, task_id, task.algorithm.clone(), rejection, acker).await
+            return reject(
+                &shared,
+                &delivery,
+                task_id,
+                task.algorithm.clone(),
+                rejection,
+                acker,
+            )
+            .await
         }
-        Err(ResolveError::Unavailable(why)) => return defer(&task_id, &why, acker).await,
+        Err(ResolveError::Unavailable(why)) => {
+            return retry_or_give_up(&shared, &delivery, &task_id, &why, acker).await
+        }
     };
     let (session_id, seed) = {
         let mut rng = rand::thread_rng();
@@ -125,6 +156,7 @@ pub(crate) async fn handle_task(
             let rejection = Rejection::new(e.code(), e.to_string());
             return reject(
                 &shared,
+                &delivery,
                 task_id,
                 record.task.algorithm.clone(),
                 rejection,
@@ -153,6 +185,7 @@ pub(crate) async fn handle_task(
                 })
                 .await;
             let lost = shared.own(&lease, permit);
+            let vote_rate = crate::driver::vote_limiter(&shared, &record);
             let driver = Driver {
                 shared: shared.clone(),
                 lease,
@@ -161,6 +194,7 @@ pub(crate) async fn handle_task(
                 acker: Some(acker),
                 lost,
                 last_proposals: Default::default(),
+                vote_rate,
             };
             driver.run(None).await;
         }
@@ -174,17 +208,8 @@ pub(crate) async fn handle_task(
             drop(permit);
             follow(shared, task_id, acker).await;
         }
-        Err(e) => defer(&task_id, &e.to_string(), acker).await,
+        Err(e) => retry_or_give_up(&shared, &delivery, &task_id, &e.to_string(), acker).await,
     }
-}
-
-/// The task cannot be handled now (registry or Redis unavailable): redeliver it later.
-async fn defer(task: &TaskId, why: &str, acker: Acker) {
-    outcome("deferred");
-    tracing::warn!(task = %task, reason = why, "task deferred; it will be redelivered");
-    let _ = acker
-        .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
-        .await;
 }
 
 /// A result for a task that could not run to its end.
@@ -231,6 +256,7 @@ fn bare_result(task_id: TaskId, algorithm: String, status: Status, reason: &str)
 
 pub(crate) async fn reject(
     shared: &Shared,
+    delivery: &Delivery,
     task_id: TaskId,
     algorithm: String,
     rejection: Rejection,
@@ -264,7 +290,9 @@ pub(crate) async fn reject(
         }
         // A result already exists (a racing duplicate): the first one stands.
         Ok(false) => {}
-        Err(e) => return defer(&result.task_id, &e.to_string(), acker).await,
+        Err(e) => {
+            return retry_or_give_up(shared, delivery, &result.task_id, &e.to_string(), acker).await
+        }
     }
     let _ = acker.ack().await;
 }

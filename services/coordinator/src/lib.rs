@@ -7,6 +7,7 @@
 //! a task another replica runs waits for that result instead of running it twice.
 
 mod config;
+mod deadletter;
 mod driver;
 mod error;
 mod intake;
@@ -27,10 +28,10 @@ use mabeam_protocol::{
     codec::{encode, ContentType},
     session::{EquivocationEvidence, SessionQuery},
     subjects,
-    telemetry::Service,
+    telemetry::{EventKind, Service},
     ErrorCode, Limits, TaskId, TaskResult,
 };
-use mabeam_runtime::{base, now_ms, reply, Shutdown};
+use mabeam_runtime::{base, metrics::Described, now_ms, reply, Shutdown};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +41,70 @@ use store::{Lease, Store};
 
 /// The durable consumer every replica shares.
 pub const CONSUMER: &str = "mabeam-coordinator";
+
+/// Help texts of the coordinator's metrics.
+pub const METRICS: &[Described] = &[
+    Described::Counter(
+        "mabeam_coordinator_proposals_sent_total",
+        "Proposals sent to agents.",
+    ),
+    Described::Counter(
+        "mabeam_coordinator_ballots_rejected_total",
+        "Ballots a session refused, by reason.",
+    ),
+    Described::Counter(
+        "mabeam_coordinator_leases_lost_total",
+        "Session leases this replica lost to another.",
+    ),
+    Described::Counter(
+        "mabeam_coordinator_votes_received_total",
+        "Vote messages received.",
+    ),
+    Described::Counter(
+        "mabeam_coordinator_votes_malformed_total",
+        "Vote messages that could not be decoded, by reason.",
+    ),
+    Described::Histogram(
+        "mabeam_coordinator_session_duration_seconds",
+        "Session duration from start to result, by algorithm and status.",
+    ),
+    Described::Counter(
+        "mabeam_coordinator_tasks_total",
+        "Task messages taken from the stream, by outcome.",
+    ),
+    Described::Counter(
+        "mabeam_coordinator_tasks_rejected_total",
+        "Tasks rejected before a session started, by error code.",
+    ),
+    Described::Gauge(
+        "mabeam_coordinator_sessions_active",
+        "Sessions this replica runs now.",
+    ),
+    Described::Counter(
+        "mabeam_coordinator_sessions_resumed_total",
+        "Sessions taken over from a replica whose lease expired.",
+    ),
+    Described::Histogram(
+        "mabeam_coordinator_resume_replay_seconds",
+        "Time to replay a resumed session's log.",
+    ),
+    Described::Histogram(
+        "mabeam_coordinator_store_duration_seconds",
+        "Redis operation time by operation.",
+    ),
+    Described::Counter(
+        "mabeam_coordinator_store_errors_total",
+        "Failed Redis operations by operation.",
+    ),
+    Described::Gauge(
+        "mabeam_coordinator_tasks_pending",
+        "Tasks in the stream not yet delivered to any coordinator (the shared consumer's backlog).",
+    ),
+    Described::Gauge(
+        "mabeam_coordinator_tasks_ack_pending",
+        "Tasks delivered to coordinators and not yet acknowledged.",
+    ),
+];
 
 /// State shared by every task of one replica.
 pub(crate) struct Shared {
@@ -54,6 +119,8 @@ pub(crate) struct Shared {
     /// Cancelled at the end of the drain period: running sessions are handed back.
     handover: CancellationToken,
     sessions: Arc<Semaphore>,
+    /// Requests on `mabeam.sessions.get`.
+    queries_rate: mabeam_runtime::ratelimit::RateLimiter,
 }
 
 struct Owned {
@@ -120,8 +187,8 @@ impl Shared {
         }
     }
 
-    /// Re-announces an existing result to live subscribers without adding it to the stream
-    /// again.
+    /// Re-announces an existing result to live subscribers (the results stream captures it
+    /// too, in place of the identical copy it holds: one message per task subject).
     async fn publish_result_core(&self, result: &TaskResult) {
         if let Ok(body) = encode(ContentType::MsgPack, result) {
             let _ = self
@@ -182,6 +249,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         &shutdown,
     )
     .await?;
+    mabeam_runtime::metrics::describe(METRICS);
     let js = jetstream::new(base.nats.clone());
     let tasks_stream = js
         .get_or_create_stream(stream::Config {
@@ -190,6 +258,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
             duplicate_window: config.dedup_window,
+            num_replicas: config.stream_replicas,
             ..Default::default()
         })
         .await
@@ -200,10 +269,24 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         retention: stream::RetentionPolicy::Limits,
         storage: stream::StorageType::File,
         max_age: config.results_max_age,
+        num_replicas: config.stream_replicas,
+        // A task has one result: a re-announced copy replaces the stored one, never adds.
+        max_messages_per_subject: 1,
         ..Default::default()
     })
     .await
     .map_err(|e| Error::JetStream(format!("results stream: {e}")))?;
+    js.get_or_create_stream(stream::Config {
+        name: subjects::DEADLETTER_STREAM.to_owned(),
+        subjects: vec![subjects::TASKS_DEADLETTER.to_owned()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        max_age: config.deadletter_max_age,
+        duplicate_window: config.dedup_window,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| Error::JetStream(format!("dead-letter stream: {e}")))?;
     let consumer: jetstream::consumer::PullConsumer = tasks_stream
         .get_or_create_consumer(
             CONSUMER,
@@ -226,7 +309,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         .add(subjects::SESSIONS_GET)
         .await
         .map_err(|e| Error::Endpoint(e.to_string()))?;
+    // One replica handles each advisory.
+    let exhausted = base
+        .nats
+        .queue_subscribe(
+            deadletter::advisory_subject(),
+            format!("{CONSUMER}-deadletter"),
+        )
+        .await
+        .map_err(|e| Error::Endpoint(format!("max-deliveries advisories: {e}")))?;
     mabeam_runtime::nats::confirm_subscriptions(&base.nats, Duration::from_secs(5)).await?;
+    base.serving.set(true);
 
     let instance = config.common.instance.clone();
     let store = Store::new(
@@ -242,12 +335,20 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         events: base.events.clone(),
         limits: config.common.limits(),
         sessions: Arc::new(Semaphore::new(config.max_sessions)),
+        queries_rate: mabeam_runtime::ratelimit::RateLimiter::new(config.common.rate_limit, 1),
         config,
         owned: Mutex::new(HashMap::new()),
         handover: CancellationToken::new(),
     });
     let http_addr = base.http_addr;
-    let task = tokio::spawn(serve(shared, base, consumer, sessions_get, shutdown));
+    let task = tokio::spawn(serve(
+        shared,
+        base,
+        consumer,
+        sessions_get,
+        exhausted,
+        shutdown,
+    ));
     Ok(Running {
         http_addr,
         instance,
@@ -267,19 +368,28 @@ async fn serve(
     base: base::Base,
     consumer: jetstream::consumer::PullConsumer,
     sessions_get: async_nats::service::endpoint::Endpoint,
+    exhausted: async_nats::Subscriber,
     shutdown: Shutdown,
 ) {
     let stop_intake = CancellationToken::new();
+    let consumer_handle = consumer.clone();
+    let dead_letters = tokio::spawn(deadletter::watch_exhausted(
+        shared.clone(),
+        exhausted,
+        stop_intake.clone(),
+    ));
     let intake = tokio::spawn(pull_tasks(shared.clone(), consumer, stop_intake.clone()));
     let renew = tokio::spawn(renew_leases(shared.clone(), shutdown.clone()));
     let resume = tokio::spawn(resume_orphans(shared.clone(), stop_intake.clone()));
     let api = tokio::spawn(answer_session_queries(shared.clone(), sessions_get));
+    let lag = tokio::spawn(watch_backlog(consumer_handle, shared.config.lag_poll));
 
     shutdown.cancelled().await;
     base.readiness.set_draining();
     stop_intake.cancel();
     let _ = intake.await;
     let _ = resume.await;
+    let _ = dead_letters.await;
     // Give running sessions a chance to finish, then hand the rest back.
     let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
     while shared.owned_count() > 0 && tokio::time::Instant::now() < deadline {
@@ -292,6 +402,7 @@ async fn serve(
     }
     renew.abort();
     api.abort();
+    lag.abort();
     let _ = base.micro.stop().await;
     let _ = base.nats.drain().await;
     tracing::info!("coordinator stopped");
@@ -344,6 +455,27 @@ async fn pull_tasks(
                 }
                 None => break,
             }
+        }
+    }
+}
+
+/// Publishes the shared task consumer's backlog: tasks not yet delivered to any replica
+/// (`mabeam_coordinator_tasks_pending`) and delivered but not yet acked
+/// (`mabeam_coordinator_tasks_ack_pending`). Every replica reports the same consumer, so
+/// aggregate with `max`, not `sum`.
+async fn watch_backlog(consumer: jetstream::consumer::PullConsumer, every: Duration) {
+    let pending = metrics::gauge!("mabeam_coordinator_tasks_pending");
+    let ack_pending = metrics::gauge!("mabeam_coordinator_tasks_ack_pending");
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        match consumer.get_info().await {
+            Ok(info) => {
+                pending.set(info.num_pending as f64);
+                ack_pending.set(info.num_ack_pending as f64);
+            }
+            // Stale figures stay; the NATS outage shows in mabeam_dependency_up.
+            Err(e) => tracing::debug!(error = %e, "cannot read the task consumer's backlog"),
         }
     }
 }
@@ -429,12 +561,14 @@ async fn resume(
         }
     };
     let lost = shared.own(&lease, permit);
+    let vote_rate = driver::vote_limiter(&shared, &record);
     let mut driver = driver::Driver {
         shared: shared.clone(),
         lease,
         record,
         session,
         acker: None,
+        vote_rate,
         lost,
         last_proposals: Default::default(),
     };
@@ -443,7 +577,14 @@ async fn resume(
     metrics::counter!("mabeam_coordinator_sessions_resumed_total").increment(1);
     metrics::histogram!("mabeam_coordinator_resume_replay_seconds")
         .record(started.elapsed().as_secs_f64());
-    tracing::info!(task = %task, entries, "session resumed from its log");
+    shared
+        .events
+        .emit(EventKind::SessionResumed {
+            task_id: task.clone(),
+            session_id: driver.record.session_id.clone(),
+            log_entries: u32::try_from(entries).unwrap_or(u32::MAX),
+        })
+        .await;
     tokio::spawn(driver.run(pending));
     Ok(())
 }
@@ -456,6 +597,15 @@ async fn answer_session_queries(
         let shared = shared.clone();
         tokio::spawn(async move {
             let msg = &request.message;
+            if !shared.queries_rate.admit("sessions_get", "sessions_get") {
+                let ct = reply::content_type(msg.headers.as_ref()).unwrap_or(ContentType::MsgPack);
+                reply::respond_to(
+                    &request,
+                    reply::rate_limited_body(ct, subjects::SESSIONS_GET),
+                )
+                .await;
+                return;
+            }
             let answer = match reply::decode_message::<SessionQuery>(
                 msg.headers.as_ref(),
                 &msg.payload,

@@ -26,11 +26,43 @@ use mabeam_protocol::{
     telemetry::Service,
     ContentType, ErrorCode, Limits, PROTOCOL_VERSION,
 };
-use mabeam_runtime::{base, reply, Shutdown};
+use mabeam_runtime::{base, metrics::Described, ratelimit::RateLimiter, reply, Shutdown};
 use tokio::task::JoinHandle;
 
 pub use config::{Config, ProxyConfig, KEYS};
 pub use error::Error;
+
+/// Help texts of the fault-injector's metrics.
+pub const METRICS: &[Described] = &[
+    Described::Counter(
+        "mabeam_fault_injector_faults_total",
+        "Faults injected, by target.",
+    ),
+    Described::Counter(
+        "mabeam_fault_injector_heals_total",
+        "Faults healed, by reason.",
+    ),
+    Described::Gauge(
+        "mabeam_fault_injector_faults_active",
+        "Faults active now, by target.",
+    ),
+    Described::Counter(
+        "mabeam_fault_injector_commands_total",
+        "Fault commands sent to agents, by kind.",
+    ),
+    Described::Counter(
+        "mabeam_fault_injector_unreadable_records_total",
+        "Stored fault records that could not be read.",
+    ),
+    Described::Gauge(
+        "mabeam_fault_proxy_connections",
+        "Connections open through the fault proxy, by link.",
+    ),
+    Described::Counter(
+        "mabeam_fault_proxy_bytes_total",
+        "Bytes forwarded by the fault proxy, by link and direction.",
+    ),
+];
 use injector::{Injector, Refusal};
 
 const DESCRIPTION: &str = "mabeam fault injector: agent faults, partitions, NATS/Redis link faults";
@@ -66,6 +98,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         &shutdown,
     )
     .await?;
+    mabeam_runtime::metrics::describe(METRICS);
     let mut proxies = Vec::with_capacity(config.proxies.len());
     for p in &config.proxies {
         proxies.push(proxy::FaultProxy::bind(p, shutdown.clone()).await?);
@@ -99,15 +132,17 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
             endpoint,
             injector.clone(),
             limits,
+            RateLimiter::new(config.common.rate_limit, 1),
             shutdown.clone(),
         )));
     }
     tasks.push(tokio::spawn(injector.clone().drive(shutdown.clone())));
-    // The server must know the endpoints before we say we are serving.
-    base.nats
-        .flush()
+    // The server must know the endpoints before we say we are serving (a flush only empties
+    // our socket buffer; the round trip proves the server has the subscriptions).
+    mabeam_runtime::nats::confirm_subscriptions(&base.nats, std::time::Duration::from_secs(10))
         .await
         .map_err(|e| Error::Endpoint(e.to_string()))?;
+    base.serving.set(true);
 
     let join = tokio::spawn(async move {
         shutdown.cancelled().await;
@@ -159,6 +194,7 @@ async fn serve(
     mut requests: async_nats::service::endpoint::Endpoint,
     injector: Arc<Injector>,
     limits: Limits,
+    rate: RateLimiter,
     shutdown: Shutdown,
 ) {
     loop {
@@ -169,7 +205,13 @@ async fn serve(
             },
             _ = shutdown.cancelled() => return,
         };
-        let answer = handle(name, &request, &injector, &limits).await;
+        let answer = if rate.admit(name.as_str(), name.as_str()) {
+            handle(name, &request, &injector, &limits).await
+        } else {
+            let ct = reply::content_type(request.message.headers.as_ref())
+                .unwrap_or(mabeam_protocol::ContentType::MsgPack);
+            reply::rate_limited_body(ct, &request.message.subject)
+        };
         reply::respond_to(&request, answer).await;
     }
 }

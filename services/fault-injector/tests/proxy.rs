@@ -174,7 +174,14 @@ async fn latency_delays_traffic_until_healed() {
     );
 
     heal(&client, "slow-redis").await;
+    let t = Instant::now();
     assert_eq!(ping(&mut conn).await.unwrap(), "PONG");
+    // Healed: well under the 260 ms the fault guaranteed.
+    assert!(
+        t.elapsed() < Duration::from_millis(200),
+        "still delayed after healing: {:?}",
+        t.elapsed()
+    );
     injector.stop().await;
 }
 
@@ -315,6 +322,18 @@ async fn bandwidth_and_slicing_deliver_every_byte_slower() {
         t.elapsed()
     );
     heal(&client, "thin").await;
+    let t = Instant::now();
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&value)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(120),
+        "still throttled after healing: {:?}",
+        t.elapsed()
+    );
 
     link_fault(
         &client,
@@ -322,16 +341,23 @@ async fn bandwidth_and_slicing_deliver_every_byte_slower() {
         Link::Redis,
         LinkFault::Slicing {
             max_bytes: 512,
-            delay_us: 100,
+            delay_us: 10_000,
         },
     )
     .await;
+    let t = Instant::now();
     let back: String = redis::cmd("GET")
         .arg("big")
         .query_async(&mut conn)
         .await
         .unwrap();
     assert_eq!(back, value);
+    // 8 kB in 512-byte slices 10 ms apart: at least 15 gaps.
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "not sliced: {:?}",
+        t.elapsed()
+    );
     heal(&client, "sliced").await;
     injector.stop().await;
 }

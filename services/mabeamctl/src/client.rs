@@ -55,6 +55,33 @@ pub struct Global {
     /// CA certificate (PEM) to verify the NATS server; enables TLS.
     #[arg(long, global = true, env = "MABEAM_NATS_TLS_CA", value_name = "FILE")]
     pub nats_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS (with --nats-tls-key).
+    #[arg(
+        long,
+        global = true,
+        env = "MABEAM_NATS_TLS_CERT",
+        value_name = "FILE",
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    #[arg(
+        long,
+        global = true,
+        env = "MABEAM_NATS_TLS_KEY",
+        value_name = "FILE",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Prefix of reply inboxes; deploy/nats gives each user its own (`_INBOX.operator`).
+    #[arg(
+        long,
+        global = true,
+        env = "MABEAM_NATS_INBOX_PREFIX",
+        default_value = "_INBOX",
+        value_name = "PREFIX"
+    )]
+    pub nats_inbox_prefix: String,
 }
 
 /// `5s`, `500ms`, `1.5s`, `2m`; a bare number is seconds.
@@ -101,8 +128,14 @@ pub async fn connect(global: &Global) -> Result<Client, CtlError> {
     if let Some(ca) = &global.nats_tls_ca {
         options = options.require_tls(true).add_root_certificates(ca.clone());
     }
+    if let (Some(cert), Some(key)) = (&global.nats_tls_cert, &global.nats_tls_key) {
+        options = options
+            .require_tls(true)
+            .add_client_certificate(cert.clone(), key.clone());
+    }
     options
         .name("mabeamctl")
+        .custom_inbox_prefix(&global.nats_inbox_prefix)
         .connection_timeout(global.timeout)
         .request_timeout(Some(global.timeout))
         .connect(global.nats_url.as_str())

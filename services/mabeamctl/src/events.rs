@@ -87,8 +87,14 @@ impl TaskFilter {
     pub fn keep(&mut self, event: &EventKind) -> bool {
         let (task, session) = match event {
             EventKind::TaskAccepted { task_id, .. } => (Some(task_id), None),
-            EventKind::TaskRejected { task_id, .. } => (task_id.as_ref(), None),
+            EventKind::TaskRejected { task_id, .. }
+            | EventKind::TaskDeadLettered { task_id, .. } => (task_id.as_ref(), None),
             EventKind::SessionStarted {
+                task_id,
+                session_id,
+                ..
+            }
+            | EventKind::SessionResumed {
                 task_id,
                 session_id,
                 ..

@@ -743,7 +743,7 @@ async fn agents_lists_what_the_registry_knows() {
     );
 
     shutdown.cancel();
-    let _ = registry.handle.await;
+    registry.handle.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -904,7 +904,7 @@ inject = { id = "once", fault = { target = "agents", agents = ["a1"], behaviour 
     assert!(stderr(&out).contains("no steps"), "{}", stderr(&out));
 
     shutdown.cancel();
-    let _ = injector.join.await;
+    injector.join.await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -947,5 +947,5 @@ async fn events_from_the_injector_show_up_in_the_tail() {
         "{line}"
     );
     shutdown.cancel();
-    let _ = injector.join.await;
+    injector.join.await.unwrap();
 }

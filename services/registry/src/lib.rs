@@ -24,11 +24,35 @@ use std::{net::SocketAddr, sync::Arc};
 
 use futures::StreamExt as _;
 use mabeam_protocol::{subjects, telemetry::Service};
-use mabeam_runtime::{base, Shutdown};
+use mabeam_runtime::{base, metrics::Described, Shutdown};
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use config::{Config, KEYS};
 pub use error::Error;
+
+/// Help texts of the registry's metrics.
+pub const METRICS: &[Described] = &[
+    Described::Counter(
+        "mabeam_registry_requests_total",
+        "Registry requests by endpoint and outcome (ok or an error code).",
+    ),
+    Described::Histogram(
+        "mabeam_registry_request_duration_seconds",
+        "Time to answer a registry request, by endpoint.",
+    ),
+    Described::Gauge(
+        "mabeam_registry_agents",
+        "Registered agents by status, as of the last sweep.",
+    ),
+    Described::Counter(
+        "mabeam_registry_status_transitions_total",
+        "Agent status transitions by from and to status.",
+    ),
+    Described::Counter(
+        "mabeam_registry_quarantines_total",
+        "Agents quarantined on equivocation evidence.",
+    ),
+];
 
 use service::{Endpoint, Registry};
 use store::Store;
@@ -60,6 +84,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         &shutdown,
     )
     .await?;
+    mabeam_runtime::metrics::describe(METRICS);
     let registry = Arc::new(Registry {
         store: Store::new(base.redis.clone()),
         events: base.events.clone(),
@@ -68,6 +93,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         liveness: config.liveness,
         clock_tolerance_ms: config.clock_tolerance.as_millis() as u64,
         weights: config.dynamic_weights,
+        rate: mabeam_runtime::ratelimit::RateLimiter::new(config.common.rate_limit, 16),
     });
 
     let mut tasks = JoinSet::new();
@@ -134,6 +160,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     }
 
     subscriptions_in_place(&base.nats).await?;
+    base.serving.set(true);
 
     let base::Base {
         nats,

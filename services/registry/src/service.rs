@@ -90,6 +90,8 @@ pub(crate) struct Registry {
     pub(crate) clock_tolerance_ms: u64,
     /// `Some` when dynamic weights are enabled.
     pub(crate) weights: Option<WeightUpdate>,
+    /// Per endpoint: a flood is refused before any decoding or signature check.
+    pub(crate) rate: mabeam_runtime::ratelimit::RateLimiter,
 }
 
 fn count_request(endpoint: &'static str, outcome: &'static str, started: Instant) {
@@ -191,6 +193,12 @@ impl Registry {
     pub(crate) async fn serve(&self, endpoint: Endpoint, request: &async_nats::service::Request) {
         let started = Instant::now();
         let message = &request.message;
+        if !self.rate.admit(endpoint.name(), endpoint.name()) {
+            count_request(endpoint.name(), ErrorCode::RateLimited.as_str(), started);
+            let ct = reply::content_type(message.headers.as_ref()).unwrap_or(ContentType::MsgPack);
+            reply::respond_to(request, reply::rate_limited_body(ct, endpoint.subject())).await;
+            return;
+        }
         let (ct, outcome) = match reply::content_type(message.headers.as_ref()) {
             Ok(ct) => (ct, self.handle(endpoint, ct, &message.payload).await),
             Err(e) => (ContentType::MsgPack, Err(Refusal::from(e))),
@@ -570,6 +578,10 @@ impl Registry {
     /// Handles one agreement report (a publication, no reply).
     pub(crate) async fn agreement(&self, message: &async_nats::Message) {
         let started = Instant::now();
+        if !self.rate.admit(AGREEMENT, AGREEMENT) {
+            count_request(AGREEMENT, ErrorCode::RateLimited.as_str(), started);
+            return;
+        }
         let report = reply::decode_message::<AgreementReport>(
             message.headers.as_ref(),
             &message.payload,

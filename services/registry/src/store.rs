@@ -40,16 +40,6 @@ const SWEEP_LEASE: &str = "mabeam:registry:sweep_lease";
 /// Evidence kept per agent; older entries are trimmed.
 pub const EVIDENCE_KEPT: isize = 16;
 
-/// Every status, in a fixed order (gauges, parsing).
-pub const STATUSES: [AgentStatus; 6] = [
-    AgentStatus::Registered,
-    AgentStatus::Active,
-    AgentStatus::Suspect,
-    AgentStatus::Failed,
-    AgentStatus::Recovered,
-    AgentStatus::Quarantined,
-];
-
 fn agent_key(id: &str) -> String {
     format!("{PREFIX}agent:{id}")
 }
@@ -230,7 +220,7 @@ impl StoredAgent {
         let expertise = number(&take()?, corrupt)?;
         let public_key = key(&take()?).map_err(|e| corrupt(e.to_string()))?;
         let status_text = take()?;
-        let status = STATUSES
+        let status = AgentStatus::ALL
             .into_iter()
             .find(|s| s.as_str() == status_text)
             .ok_or_else(|| corrupt(format!("unknown status {status_text:?}")))?;
@@ -532,11 +522,11 @@ impl Store {
     /// Number of agents per status.
     pub async fn status_counts(&self) -> Result<Vec<(AgentStatus, u64)>, StoreError> {
         let mut pipe = redis::pipe();
-        for status in STATUSES {
+        for status in AgentStatus::ALL {
             pipe.scard(status_key(status));
         }
         let counts: Vec<u64> = pipe.query_async(&mut self.redis.clone()).await?;
-        Ok(STATUSES.into_iter().zip(counts).collect())
+        Ok(AgentStatus::ALL.into_iter().zip(counts).collect())
     }
 
     /// Takes or renews the sweep lease for `ttl_ms`; false while another instance holds it.

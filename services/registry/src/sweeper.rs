@@ -32,6 +32,11 @@ pub(crate) async fn run(
     shutdown: Shutdown,
 ) {
     let lease_ms = (interval * LEASE_INTERVALS).as_millis() as u64;
+    // Heartbeats sent while the store was failing were lost on our side, not the agents':
+    // after store trouble, silence is judged only once agents have had a whole suspect TTL
+    // to be heard again.
+    let grace = Duration::from_millis(registry.liveness.suspect_after_ms);
+    let mut hold_until: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -39,14 +44,24 @@ pub(crate) async fn run(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => break,
         }
-        match registry.store.acquire_sweep_lease(&owner, lease_ms).await {
-            Ok(true) => {
-                if let Err(e) = registry.sweep(now_ms()).await {
+        let holding = hold_until.is_some_and(|t| tokio::time::Instant::now() < t);
+        let trouble = match registry.store.acquire_sweep_lease(&owner, lease_ms).await {
+            Ok(true) if holding => false,
+            Ok(true) => match registry.sweep(now_ms()).await {
+                Ok(()) => false,
+                Err(e) => {
                     tracing::warn!(error = %e, "sweep failed; retrying next interval");
+                    true
                 }
+            },
+            Ok(false) => false,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot take the sweep lease");
+                true
             }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot take the sweep lease"),
+        };
+        if trouble {
+            hold_until = Some(tokio::time::Instant::now() + grace);
         }
         refresh_gauges(registry).await;
     }

@@ -1186,8 +1186,11 @@ async fn valid_evidence_quarantines_for_good_and_the_agent_is_no_longer_eligible
         decode(ContentType::MsgPack, &kept[0], &Limits::default()).unwrap();
     assert_eq!(stored, proof);
     let (_, metrics) = http_get(&registry.running, "/metrics").await;
+    // Counted, not merely described (the recorder is shared by every test in this process,
+    // so other quarantines may have counted too).
     assert!(
-        metrics.contains("mabeam_registry_quarantines_total"),
+        mabeam_testkit::metric_sample(&metrics, "mabeam_registry_quarantines_total", &[])
+            .is_some_and(|n| n >= 1.0),
         "{metrics}"
     );
     registry.stop().await;

@@ -14,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use mabeam_protocol::{
     fault::FaultList,
     registry::{AgentList, AgentStatus},
-    result::FaultReason,
     telemetry::{EventKind, TelemetryEvent},
 };
 use metrics::{Counter, Histogram};
@@ -22,15 +21,6 @@ use metrics::{Counter, Histogram};
 /// Bounds the ids kept for `mabeam_faults_active`, so a flood of bogus events cannot grow
 /// memory without limit.
 const MAX_TRACKED_FAULTS: usize = 100_000;
-
-const AGENT_STATUSES: [AgentStatus; 6] = [
-    AgentStatus::Registered,
-    AgentStatus::Active,
-    AgentStatus::Suspect,
-    AgentStatus::Failed,
-    AgentStatus::Recovered,
-    AgentStatus::Quarantined,
-];
 
 /// The algorithm as a label value: a known name, else `other`, so events cannot blow up
 /// the label cardinality.
@@ -40,17 +30,6 @@ pub fn algorithm_label(name: &str) -> &'static str {
         .find(|known| **known == name)
         .copied()
         .unwrap_or("other")
-}
-
-pub fn fault_reason_label(reason: FaultReason) -> &'static str {
-    match reason {
-        FaultReason::Equivocation => "equivocation",
-        FaultReason::InvalidSignature => "invalid_signature",
-        FaultReason::Replay => "replay",
-        FaultReason::MalformedBallot => "malformed_ballot",
-        FaultReason::Untimely => "untimely",
-        FaultReason::Silent => "silent",
-    }
 }
 
 /// Whether an event changes the state [`Gauges`] track (and so travels on the gauge
@@ -77,9 +56,23 @@ pub struct Counters {
     histograms: HashMap<HandleKey, Histogram>,
 }
 
+/// Detection kinds counted in `mabeam_byzantine_detections_total`.
+const DETECTION_KINDS: [&str; 3] = ["equivocation", "invalid_signature", "replay"];
+
 impl Counters {
+    /// Byzantine detections exist at zero from the start, so `rate()`/`increase()` in alerts
+    /// and dashboards see the first detection as a change rather than a new series.
     pub fn new() -> Self {
-        Self::default()
+        let mut counters = Self::default();
+        for kind in DETECTION_KINDS {
+            counters
+                .counters
+                .entry(("mabeam_byzantine_detections_total", kind, ""))
+                .or_insert_with(
+                    || metrics::counter!("mabeam_byzantine_detections_total", "kind" => kind),
+                );
+        }
+        counters
     }
 
     fn count(&mut self, key: HandleKey, make: impl FnOnce() -> Counter) {
@@ -131,7 +124,7 @@ impl Counters {
                 );
             }
             EventKind::BallotRejected { reason, .. } => {
-                let reason = fault_reason_label(*reason);
+                let reason = reason.as_str();
                 self.count(
                     ("mabeam_ballots_rejected_total", reason, ""),
                     || metrics::counter!("mabeam_ballots_rejected_total", "reason" => reason),
@@ -157,8 +150,11 @@ impl Counters {
                     metrics::counter!("mabeam_algorithm_switches_total", "from" => from, "to" => to)
                 });
             }
+            // Dead letters are counted by kind in mabeam_telemetry_events_total above.
             EventKind::TaskAccepted { .. }
+            | EventKind::TaskDeadLettered { .. }
             | EventKind::SessionStarted { .. }
+            | EventKind::SessionResumed { .. }
             | EventKind::AgentStatusChanged { .. }
             | EventKind::FaultInjected { .. }
             | EventKind::FaultHealed { .. } => {}
@@ -238,7 +234,7 @@ impl Gauges {
     }
 
     fn publish_agents(&self) {
-        for status in AGENT_STATUSES {
+        for status in AgentStatus::ALL {
             let count = self.agents(status).max(0);
             metrics::gauge!("mabeam_agents", "status" => status.as_str()).set(count as f64);
         }

@@ -70,8 +70,15 @@ impl AuditEntry {
 fn into_ids(event: EventKind) -> (Option<TaskId>, Option<SessionId>, Option<AgentId>) {
     match event {
         EventKind::TaskAccepted { task_id, .. } => (Some(task_id), None, None),
-        EventKind::TaskRejected { task_id, .. } => (task_id, None, None),
+        EventKind::TaskRejected { task_id, .. } | EventKind::TaskDeadLettered { task_id, .. } => {
+            (task_id, None, None)
+        }
         EventKind::SessionStarted {
+            task_id,
+            session_id,
+            ..
+        }
+        | EventKind::SessionResumed {
             task_id,
             session_id,
             ..
@@ -90,6 +97,7 @@ fn into_ids(event: EventKind) -> (Option<TaskId>, Option<SessionId>, Option<Agen
         | EventKind::EquivocationDetected {
             session_id,
             agent_id,
+            ..
         } => (None, Some(session_id), Some(agent_id)),
         EventKind::AgentStatusChanged { agent_id, .. } => (None, None, Some(agent_id)),
         EventKind::FaultInjected { .. } | EventKind::FaultHealed { .. } => (None, None, None),

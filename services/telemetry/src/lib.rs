@@ -44,9 +44,75 @@ use tokio::{sync::mpsc, task::JoinHandle};
 pub use audit::{AuditEntry, Filter, AUDIT_STREAM, DEFAULT_LIMIT, MAX_LIMIT};
 pub use config::{Config, KEYS};
 pub use error::{AuditError, Error};
+use mabeam_runtime::metrics::Described;
 
 /// Queue group of the event subscription: replicas share the events.
 pub const QUEUE_GROUP: &str = "mabeam-telemetry";
+
+/// Help texts of telemetry's metrics.
+pub const METRICS: &[Described] = &[
+    Described::Counter(
+        "mabeam_telemetry_events_total",
+        "Events ingested by emitting service and kind.",
+    ),
+    Described::Counter(
+        "mabeam_sessions_total",
+        "Sessions finished, by algorithm and status.",
+    ),
+    Described::Histogram(
+        "mabeam_decision_duration_seconds",
+        "Session duration from start to result, by algorithm.",
+    ),
+    Described::Histogram(
+        "mabeam_session_rounds",
+        "Rounds a session took, by algorithm.",
+    ),
+    Described::Counter(
+        "mabeam_tasks_rejected_total",
+        "Tasks rejected, by error code.",
+    ),
+    Described::Counter(
+        "mabeam_ballots_rejected_total",
+        "Ballots refused by sessions, by reason.",
+    ),
+    Described::Counter(
+        "mabeam_byzantine_detections_total",
+        "Byzantine behaviour detected, by kind (equivocation, invalid_signature, replay).",
+    ),
+    Described::Counter(
+        "mabeam_algorithm_switches_total",
+        "Adaptive sessions switching algorithm, by from and to.",
+    ),
+    Described::Gauge(
+        "mabeam_agents",
+        "Agents by status, as this telemetry replica tracks them.",
+    ),
+    Described::Gauge("mabeam_faults_active", "Faults currently injected."),
+    Described::Counter(
+        "mabeam_telemetry_audit_undecodable_total",
+        "Audit entries that could not be decoded when read.",
+    ),
+    Described::Counter(
+        "mabeam_telemetry_events_invalid_total",
+        "Events refused as invalid, by reason.",
+    ),
+    Described::Counter(
+        "mabeam_telemetry_events_dropped_total",
+        "Events not written to the audit trail, by reason.",
+    ),
+    Described::Counter(
+        "mabeam_telemetry_audit_written_total",
+        "Events written to the audit trail.",
+    ),
+    Described::Histogram(
+        "mabeam_telemetry_audit_write_seconds",
+        "Time to write one batch to the audit trail.",
+    ),
+    Described::Gauge(
+        "mabeam_telemetry_queue_depth",
+        "Events waiting to be written to the audit trail.",
+    ),
+];
 /// Sessions remembered to attach a task id to session-only events.
 const SESSION_INDEX: usize = 100_000;
 /// How long the server may take to confirm the subscriptions at start.
@@ -104,6 +170,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         &shutdown,
     )
     .await?;
+    mabeam_runtime::metrics::describe(METRICS);
     let limits = config.common.limits();
     let store = AuditStore::new(base.redis.clone(), limits);
     // Set once, here; the HTTP handler answers 503 until then.
@@ -137,6 +204,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     // The server has the subscriptions once this returns: events published after `start`
     // are not missed.
     mabeam_runtime::nats::confirm_subscriptions(&base.nats, SUBSCRIBE_TIMEOUT).await?;
+    base.serving.set(true);
 
     let (queue, queued) = mpsc::channel(config.queue);
     let writer = tokio::spawn(write_loop(
@@ -158,6 +226,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         base.nats.clone(),
         endpoint,
         store,
+        mabeam_runtime::ratelimit::RateLimiter::new(config.common.rate_limit, 1),
         shutdown.clone(),
     ));
 
@@ -513,6 +582,7 @@ async fn audit_endpoint(
     nats: async_nats::Client,
     mut endpoint: async_nats::service::endpoint::Endpoint,
     store: AuditStore,
+    rate: mabeam_runtime::ratelimit::RateLimiter,
     shutdown: Shutdown,
 ) {
     loop {
@@ -521,6 +591,16 @@ async fn audit_endpoint(
             r = endpoint.next() => r,
         };
         let Some(request) = request else { return };
+        if !rate.admit("audit", "audit") {
+            let ct = reply::content_type(request.message.headers.as_ref())
+                .unwrap_or(ContentType::MsgPack);
+            reply::respond_to(
+                &request,
+                reply::rate_limited_body(ct, subjects::TELEMETRY_AUDIT),
+            )
+            .await;
+            continue;
+        }
         let store = store.clone();
         let max_payload = nats.server_info().max_payload;
         tokio::spawn(async move {

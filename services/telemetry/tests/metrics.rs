@@ -170,6 +170,7 @@ async fn events_become_aggregate_metrics_and_gauges_start_from_the_owners_state(
         EventKind::EquivocationDetected {
             session_id: SessionId::new("s-x").unwrap(),
             agent_id: AgentId::new("m4").unwrap(),
+            evidence: None,
         },
         EventKind::AlgorithmSwitched {
             session_id: SessionId::new("s-x").unwrap(),

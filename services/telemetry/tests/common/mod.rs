@@ -11,7 +11,6 @@
 )]
 
 use std::{
-    collections::BTreeMap,
     net::SocketAddr,
     time::{Duration, Instant},
 };
@@ -133,34 +132,7 @@ pub async fn metrics_text(addr: SocketAddr) -> String {
     body
 }
 
-/// The value of the sample `name{labels}` in Prometheus text (labels in any order; the
-/// sample must have exactly these labels).
-pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let wanted: BTreeMap<&str, &str> = labels.iter().copied().collect();
-    text.lines().find_map(|line| {
-        if line.starts_with('#') {
-            return None;
-        }
-        let (series, value) = line.rsplit_once(' ')?;
-        let (series_name, found) = match series.split_once('{') {
-            Some((n, rest)) => (n, parse_labels(rest.strip_suffix('}')?)),
-            None => (series, BTreeMap::new()),
-        };
-        (series_name == name && found == wanted)
-            .then(|| value.parse().ok())
-            .flatten()
-    })
-}
-
-fn parse_labels(text: &str) -> BTreeMap<&str, &str> {
-    text.split("\",")
-        .filter(|p| !p.is_empty())
-        .filter_map(|pair| {
-            let (k, v) = pair.split_once("=\"")?;
-            Some((k, v.trim_end_matches('"')))
-        })
-        .collect()
-}
+pub use mabeam_testkit::metric_sample as sample;
 
 /// Polls `check` until it returns `Some`, or fails after `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
