@@ -1,55 +1,39 @@
-//! The process harness: a whole mabeam stack from real binaries — nats-server (JetStream),
-//! redis-server, registry, coordinator replicas, fault-injector, telemetry and agent-sim
-//! fleets — on free loopback ports, each with its own data, torn down on drop.
+//! Full-stack test harnesses: a whole mabeam stack — nats-server (JetStream), redis-server,
+//! registry, coordinator replicas, fault-injector, telemetry and agent-sim fleets — started
+//! either as processes on free loopback ports ([`Harness::Processes`], from the binaries in
+//! the cargo target directory or `MABEAM_BIN_DIR`) or as containers on a private Docker
+//! network ([`Harness::Containers`], testcontainers, images from `make images`). Tests are
+//! written once against [`Stack`] and run on both; everything is torn down on drop.
 //!
-//! Service binaries are taken from the cargo target directory the test runs from (or
-//! `MABEAM_BIN_DIR`); `make test` builds them first. Each process logs to
-//! `target/e2e-logs/<stack>/<name>.log`, kept after the run for post-mortems.
+//! Each service logs to `target/e2e-logs/<stack>/<name>.log` (containers:
+//! `<stack>-containers/`), kept after the run for post-mortems.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod chaos;
+mod containers;
+mod processes;
 
 use std::{
     collections::BTreeMap,
     io::{Read, Write},
     net::{SocketAddr, TcpStream},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
+pub use containers::{ServiceContainer, Unavailable};
 use mabeam_protocol::{
     codec::{decode, encode, ContentType, Message},
+    fault::{AgentBehaviour, FaultHeal, FaultKind, FaultList, FaultSpec},
     registry::{AgentList, AgentQuery},
     session::{SessionQuery, SessionView},
-    subjects, ErrorReply, Limits, TaskId, TaskResult, PROTOCOL_VERSION,
+    subjects, AgentId, ErrorReply, Limits, TaskId, TaskResult, PROTOCOL_VERSION,
 };
 use mabeam_runtime::reply;
-use mabeam_testkit::{free_port, Infra};
+pub use processes::{bin_dir, ServiceProcess};
 
-/// Where the service binaries are.
-pub fn bin_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MABEAM_BIN_DIR") {
-        return dir.into();
-    }
-    // target/<profile>/deps/<test binary>
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test binary inside target/<profile>/deps")
-        .to_path_buf()
-}
-
-fn binary(name: &str) -> PathBuf {
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build the services first (`cargo build --bins`, which `make test` does)",
-        path.display()
-    );
-    path
-}
-
-fn logs_dir(stack: &str) -> PathBuf {
+pub(crate) fn logs_dir(stack: &str) -> PathBuf {
     let dir = bin_dir()
         .parent()
         .map(|t| t.join("e2e-logs").join(stack))
@@ -71,117 +55,6 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((status, body))
-}
-
-/// One service process.
-#[derive(Debug)]
-pub struct ServiceProcess {
-    pub name: String,
-    binary: String,
-    env: BTreeMap<String, String>,
-    pub http: SocketAddr,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl ServiceProcess {
-    fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("log file");
-        let child = Command::new(binary(&self.binary))
-            .env_clear()
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log fd"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.binary));
-        self.child = Some(child);
-    }
-
-    /// Waits for `/readyz` to answer 200.
-    pub fn wait_ready(&mut self, timeout: Duration) {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!(
-                    "{} exited early with {status}; see {}",
-                    self.name,
-                    self.log.display()
-                );
-            }
-            if let Some((200, _)) = http_get(self.http, "/readyz") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        panic!(
-            "{} not ready within {timeout:?}; see {}",
-            self.name,
-            self.log.display()
-        );
-    }
-
-    pub fn is_ready(&self) -> bool {
-        matches!(http_get(self.http, "/readyz"), Some((200, _)))
-    }
-
-    /// `/metrics` text.
-    pub fn metrics(&self) -> String {
-        http_get(self.http, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default()
-    }
-
-    /// SIGKILL: no goodbye, leases left to expire.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for the graceful exit.
-    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Ok(Some(status)) = c.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = c.kill();
-        let _ = c.wait();
-        None
-    }
-
-    pub fn restart(&mut self) {
-        self.kill();
-        self.spawn();
-        self.wait_ready(Duration::from_secs(20));
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    pub fn log_path(&self) -> &PathBuf {
-        &self.log
-    }
-}
-
-impl Drop for ServiceProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 /// A simulated fleet to start with the stack.
@@ -220,6 +93,10 @@ pub struct StackOptions {
     pub fleets: Vec<Fleet>,
     /// Extra settings for every service.
     pub env: BTreeMap<String, String>,
+    /// Settings for one service process, by name (`registry`, `coordinator-0`, …).
+    pub service_env: BTreeMap<String, BTreeMap<String, String>>,
+    /// User, password and inbox prefix of the test's own NATS client, when NATS wants them.
+    pub client_auth: Option<(String, String, String)>,
 }
 
 impl StackOptions {
@@ -239,6 +116,8 @@ impl StackOptions {
             telemetry: false,
             fleets: Vec::new(),
             env,
+            service_env: BTreeMap::new(),
+            client_auth: None,
         }
     }
 
@@ -266,128 +145,279 @@ impl StackOptions {
         self.env.insert(key.into(), value.into());
         self
     }
+
+    /// How many agents the fleets run together.
+    pub fn agents(&self) -> usize {
+        self.fleets.iter().map(|f| f.agents).sum()
+    }
+
+    /// A setting for one service only (its name: `registry`, `coordinator-0`, …).
+    pub fn service_with(mut self, service: &str, key: &str, value: &str) -> Self {
+        self.service_env
+            .entry(service.into())
+            .or_default()
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Credentials of the test's own NATS client.
+    pub fn client_auth(mut self, user: &str, password: &str, inbox_prefix: &str) -> Self {
+        self.client_auth = Some((user.into(), password.into(), inbox_prefix.into()));
+        self
+    }
+
+    /// Every setting of one service: the stack's, then the service's own.
+    fn env_for(&self, service: &str) -> BTreeMap<String, String> {
+        let mut env = self.env.clone();
+        env.extend(self.service_env.get(service).cloned().unwrap_or_default());
+        env
+    }
+
+    /// The test's own NATS connection options.
+    fn client_options(&self) -> async_nats::ConnectOptions {
+        match &self.client_auth {
+            Some((user, password, inbox)) => {
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+                    .custom_inbox_prefix(inbox)
+            }
+            None => async_nats::ConnectOptions::new(),
+        }
+    }
+}
+
+/// Which harness runs a stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Harness {
+    /// Child processes of the test on loopback ports.
+    Processes,
+    /// Containers on a private Docker network (testcontainers).
+    Containers,
+}
+
+impl Harness {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Processes => "processes",
+            Self::Containers => "containers",
+        }
+    }
+}
+
+/// One running service, whichever harness started it.
+#[derive(Debug)]
+pub enum Service {
+    Process(ServiceProcess),
+    Container(Box<ServiceContainer>),
+}
+
+impl Service {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Process(p) => &p.name,
+            Self::Container(c) => &c.name,
+        }
+    }
+
+    /// Its `/metrics` `/healthz` `/readyz` address, reachable from the test.
+    pub fn http(&self) -> SocketAddr {
+        match self {
+            Self::Process(p) => p.http,
+            Self::Container(c) => c.http,
+        }
+    }
+
+    /// The process id on this host: processes only (a container's pid belongs to the engine).
+    pub fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Process(p) => p.pid(),
+            Self::Container(_) => None,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        matches!(http_get(self.http(), "/readyz"), Some((200, _)))
+    }
+
+    /// `/metrics` text.
+    pub fn metrics(&self) -> String {
+        http_get(self.http(), "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    }
+
+    /// SIGKILL: no goodbye, leases left to expire.
+    pub async fn kill(&mut self) {
+        match self {
+            Self::Process(p) => p.kill(),
+            Self::Container(c) => c.kill().await,
+        }
+    }
+
+    /// SIGTERM and a graceful exit within `timeout` (then SIGKILL); true when it exited in time.
+    pub async fn terminate(&mut self, timeout: Duration) -> bool {
+        match self {
+            Self::Process(p) => tokio::task::block_in_place(|| p.terminate(timeout).is_some()),
+            Self::Container(c) => c.terminate(timeout).await,
+        }
+    }
+
+    /// Where its output goes (kept after the run).
+    pub fn log_path(&self) -> &Path {
+        match self {
+            Self::Process(p) => p.log_path(),
+            Self::Container(c) => &c.log,
+        }
+    }
+
+    /// Starts it again (after a kill, or killing it first) and waits until it is ready.
+    pub async fn restart(&mut self) {
+        match self {
+            Self::Process(p) => tokio::task::block_in_place(|| p.restart()),
+            Self::Container(c) => c.restart().await,
+        }
+    }
+
+    /// Cuts it off from NATS and Redis: its container leaves the network, or its process
+    /// is stopped (SIGSTOP) — either way nothing it sends arrives and nothing reaches it.
+    pub async fn isolate(&mut self) {
+        match self {
+            Self::Process(p) => p.pause(),
+            Self::Container(c) => c.isolate().await,
+        }
+    }
+
+    pub async fn rejoin(&mut self) {
+        match self {
+            Self::Process(p) => p.resume(),
+            Self::Container(c) => c.rejoin().await,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Infra {
+    Processes(mabeam_testkit::Infra),
+    Containers(Box<containers::Infra>),
 }
 
 /// A running stack.
 #[derive(Debug)]
 pub struct Stack {
-    pub infra: Infra,
-    pub registry: ServiceProcess,
-    pub coordinators: Vec<ServiceProcess>,
-    pub fault_injector: Option<ServiceProcess>,
-    pub telemetry: Option<ServiceProcess>,
-    pub fleets: Vec<ServiceProcess>,
-    /// Address of the fault proxy in front of NATS, when the injector runs.
+    pub harness: Harness,
+    pub registry: Service,
+    pub coordinators: Vec<Service>,
+    pub fault_injector: Option<Service>,
+    pub telemetry: Option<Service>,
+    pub fleets: Vec<Service>,
+    /// Address of the fault proxy in front of NATS, when the injector runs (as the services
+    /// reach it: a loopback port, or a host name on the containers' network).
     pub nats_proxy: Option<String>,
     pub redis_proxy: Option<String>,
+    /// NATS and Redis as the test reaches them.
+    pub nats_url: String,
+    pub redis_url: String,
     pub client: async_nats::Client,
+    infra: Infra,
 }
 
 impl Stack {
+    /// Starts a stack with the process harness.
     pub async fn start(opts: StackOptions) -> Self {
-        let infra = tokio::task::spawn_blocking(Infra::start)
+        let infra = tokio::task::spawn_blocking(mabeam_testkit::Infra::start)
             .await
             .expect("infra");
-        let logs = logs_dir(&opts.name);
-        let base_env = |name: &str| {
-            let mut env = infra.env();
-            env.insert("MABEAM_LOG".into(), "info".into());
-            env.insert("MABEAM_LOG_FORMAT".into(), "json".into());
-            env.insert("MABEAM_INSTANCE".into(), name.into());
-            env.extend(opts.env.clone());
-            env.insert(
-                "MABEAM_HTTP_ADDR".into(),
-                format!("127.0.0.1:{}", free_port()),
-            );
-            env
-        };
-        let process = |name: &str, binary: &str, extra: &BTreeMap<String, String>| {
-            let mut env = base_env(name);
-            env.extend(extra.clone());
-            let http = env["MABEAM_HTTP_ADDR"].parse().expect("addr");
-            let log = logs.join(format!("{name}.log"));
-            let _ = std::fs::remove_file(&log);
-            let mut p = ServiceProcess {
-                name: name.into(),
-                binary: binary.into(),
-                env,
-                http,
-                log,
-                child: None,
-            };
-            p.spawn();
-            p
-        };
-        let none = BTreeMap::new();
-        let mut registry = process("registry", "mabeam-registry", &none);
-        let mut coordinators: Vec<_> = (0..opts.coordinators)
-            .map(|i| process(&format!("coordinator-{i}"), "mabeam-coordinator", &none))
-            .collect();
-        let (mut fault_injector, nats_proxy, redis_proxy) = if opts.fault_injector {
-            let nats_proxy = format!("127.0.0.1:{}", free_port());
-            let redis_proxy = format!("127.0.0.1:{}", free_port());
-            let extra: BTreeMap<String, String> = [
-                ("MABEAM_PROXY_NATS_LISTEN", nats_proxy.clone()),
-                (
-                    "MABEAM_PROXY_NATS_UPSTREAM",
-                    format!("127.0.0.1:{}", infra.nats.port()),
-                ),
-                ("MABEAM_PROXY_REDIS_LISTEN", redis_proxy.clone()),
-                (
-                    "MABEAM_PROXY_REDIS_UPSTREAM",
-                    format!("127.0.0.1:{}", infra.redis.port()),
-                ),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
-            (
-                Some(process("fault-injector", "mabeam-fault-injector", &extra)),
-                Some(nats_proxy),
-                Some(redis_proxy),
-            )
-        } else {
-            (None, None, None)
-        };
-        let mut telemetry = opts
-            .telemetry
-            .then(|| process("telemetry", "mabeam-telemetry", &none));
-        let ready = Duration::from_secs(30);
-        registry.wait_ready(ready);
-        for c in &mut coordinators {
-            c.wait_ready(ready);
-        }
-        if let Some(f) = &mut fault_injector {
-            f.wait_ready(ready);
-        }
-        if let Some(t) = &mut telemetry {
-            t.wait_ready(ready);
-        }
-        let mut fleets: Vec<_> = opts
-            .fleets
-            .iter()
-            .map(|f| process(&f.name, "mabeam-agent-sim", &f.env))
-            .collect();
-        for f in &mut fleets {
-            f.wait_ready(ready);
-        }
-        let client = async_nats::connect(infra.nats.url())
-            .await
-            .expect("test client");
-        let stack = Self {
-            infra,
-            registry,
-            coordinators,
-            fault_injector,
-            telemetry,
-            fleets,
-            nats_proxy,
-            redis_proxy,
-            client,
-        };
-        let expected: usize = opts.fleets.iter().map(|f| f.agents).sum();
+        Self::start_with_infra(infra, opts).await
+    }
+
+    /// Starts the services as processes on servers the test set up itself (config files,
+    /// ACL users).
+    pub async fn start_with_infra(infra: mabeam_testkit::Infra, opts: StackOptions) -> Self {
+        let expected = opts.agents();
+        let stack = processes::start(infra, opts).await;
         stack.wait_agents(expected, Duration::from_secs(30)).await;
         stack
+    }
+
+    /// Starts a stack with the given harness. `None` when the container harness cannot run
+    /// here (no Docker engine, images not built): the reason is printed, so the skip shows in
+    /// the test output. With `MABEAM_REQUIRE_DOCKER=1` (as `make test` sets) that is a
+    /// failure instead.
+    pub async fn start_on(harness: Harness, opts: StackOptions) -> Option<Self> {
+        match harness {
+            Harness::Processes => Some(Self::start(opts).await),
+            Harness::Containers => {
+                let expected = opts.agents();
+                let name = opts.name.clone();
+                match containers::start(opts).await {
+                    Ok(stack) => {
+                        stack.wait_agents(expected, Duration::from_secs(60)).await;
+                        Some(stack)
+                    }
+                    Err(Unavailable(why)) => {
+                        assert!(
+                            std::env::var("MABEAM_REQUIRE_DOCKER").as_deref() != Ok("1"),
+                            "{name}: the container harness must run here (MABEAM_REQUIRE_DOCKER=1) but cannot: {why}"
+                        );
+                        // Written to the stderr handle, not with eprintln!, so that the test
+                        // runner's capture does not hide the skip of a passing test.
+                        let _ = writeln!(
+                            std::io::stderr().lock(),
+                            "SKIPPED {name} on containers: {why}"
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes Redis stop answering without losing its data (SIGSTOP or `docker pause`).
+    pub async fn pause_redis(&mut self) {
+        match &mut self.infra {
+            Infra::Processes(i) => i.redis.pause(),
+            Infra::Containers(i) => i.redis.pause().await,
+        }
+    }
+
+    pub async fn resume_redis(&mut self) {
+        match &mut self.infra {
+            Infra::Processes(i) => i.redis.resume(),
+            Infra::Containers(i) => i.redis.resume().await,
+        }
+    }
+
+    /// Kills nats-server -9 (its JetStream data stays). Process harness only: a restarted
+    /// container would come back on another host port.
+    pub fn kill_nats(&mut self) {
+        match &mut self.infra {
+            Infra::Processes(i) => tokio::task::block_in_place(|| i.nats.stop()),
+            Infra::Containers(_) => panic!("kill_nats: process harness only"),
+        }
+    }
+
+    /// Starts nats-server again on the same port, with the same JetStream directory.
+    pub fn start_nats(&mut self) {
+        match &mut self.infra {
+            Infra::Processes(i) => tokio::task::block_in_place(|| i.nats.start_again()),
+            Infra::Containers(_) => panic!("start_nats: process harness only"),
+        }
+    }
+
+    /// NATS's monitoring endpoint (`/varz`, `/jsz`), where the test can reach it.
+    pub fn nats_monitor_url(&self) -> Option<String> {
+        match &self.infra {
+            Infra::Processes(i) => Some(i.nats.monitor_url()),
+            Infra::Containers(_) => None,
+        }
+    }
+
+    /// Every service of the stack.
+    pub fn services(&self) -> impl Iterator<Item = &Service> {
+        std::iter::once(&self.registry)
+            .chain(&self.coordinators)
+            .chain(&self.fault_injector)
+            .chain(&self.telemetry)
+            .chain(&self.fleets)
     }
 
     /// Sends a request in msgpack and decodes the reply (or the error reply).
@@ -489,6 +519,36 @@ impl Stack {
         TaskId::new(id).expect("task id")
     }
 
+    /// Puts agents under a behaviour through the fault-injector; the active faults after it.
+    pub async fn inject_agent_fault(
+        &self,
+        id: &str,
+        agents: Vec<AgentId>,
+        behaviour: AgentBehaviour,
+    ) -> FaultList {
+        let spec = FaultSpec {
+            v: PROTOCOL_VERSION,
+            id: Some(id.into()),
+            fault: FaultKind::Agents { agents, behaviour },
+            start_after_ms: 0,
+            duration_ms: None,
+        };
+        self.request(subjects::FAULTS_INJECT, &spec)
+            .await
+            .unwrap_or_else(|e| panic!("fault {id} not injected: {e:?}"))
+    }
+
+    /// Heals one fault; the active faults after it.
+    pub async fn heal_fault(&self, id: &str) -> FaultList {
+        let heal = FaultHeal {
+            v: PROTOCOL_VERSION,
+            id: Some(id.into()),
+        };
+        self.request(subjects::FAULTS_HEAL, &heal)
+            .await
+            .unwrap_or_else(|e| panic!("fault {id} not healed: {e:?}"))
+    }
+
     /// Subscribes to a task's result subject (do this before submitting).
     pub async fn watch(&self, task: &str) -> async_nats::Subscriber {
         self.client
@@ -534,7 +594,7 @@ impl Stack {
 
     /// The result stored in Redis.
     pub async fn stored_result(&self, task: &str) -> Option<TaskResult> {
-        let client = redis::Client::open(self.infra.redis.url()).expect("redis url");
+        let client = redis::Client::open(self.redis_url.as_str()).expect("redis url");
         let mut conn = client
             .get_multiplexed_async_connection()
             .await

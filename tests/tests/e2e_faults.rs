@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use mabeam_protocol::{
-    fault::{AgentBehaviour, FaultHeal, FaultKind, FaultList, FaultSpec},
+    fault::AgentBehaviour,
     registry::{AgentQuery, AgentStatus},
     result::FaultReason,
     subjects, AgentId, ContentType, Status, TaskResult, PROTOCOL_VERSION,
@@ -32,36 +32,16 @@ async fn members(stack: &Stack, capability: &str) -> Vec<AgentId> {
 }
 
 async fn inject(stack: &Stack, id: &str, agents: &[AgentId], behaviour: AgentBehaviour) {
-    let spec = FaultSpec {
-        v: PROTOCOL_VERSION,
-        id: Some(id.into()),
-        fault: FaultKind::Agents {
-            agents: agents.to_vec(),
-            behaviour,
-        },
-        start_after_ms: 0,
-        duration_ms: None,
-    };
-    let list: FaultList = stack
-        .request(subjects::FAULTS_INJECT, &spec)
-        .await
-        .expect("inject");
+    let list = stack
+        .inject_agent_fault(id, agents.to_vec(), behaviour)
+        .await;
     assert_eq!(list.faults.len(), 1);
     // Fault commands travel on NATS; let them land before the next task.
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 async fn heal(stack: &Stack, id: &str) {
-    let _: FaultList = stack
-        .request(
-            subjects::FAULTS_HEAL,
-            &FaultHeal {
-                v: PROTOCOL_VERSION,
-                id: Some(id.into()),
-            },
-        )
-        .await
-        .expect("heal");
+    stack.heal_fault(id).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
