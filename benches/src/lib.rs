@@ -2,6 +2,10 @@
 //! precomputed ballots, pre-signed envelopes, and helpers that drive a session to its
 //! decision in-process. Everything is deterministic (fixed keys, seeded generators), so two
 //! runs measure the same work.
+//!
+//! [`load`] is the load driver, scale ladder and floor bench behind the `mabeam-load` binary.
+
+pub mod load;
 
 use mabeam_consensus::{
     algorithm::{AlgorithmSpec, ChoiceParams},
