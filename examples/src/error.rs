@@ -15,7 +15,7 @@ pub enum ScenarioError {
         missing: Vec<String>,
         waited_ms: u64,
     },
-    #[error("no result for task {task_id} within {waited_ms} ms")]
+    #[error("no result for task {task_id} within {waited_ms} ms, live or in the results stream")]
     NoResult { task_id: String, waited_ms: u64 },
     #[error("invalid task: {0}")]
     Task(String),

@@ -271,23 +271,31 @@ impl Ctx {
         submit::publish(&self.js, &task, ContentType::MsgPack).await?;
         let waited = Duration::from_millis(task.timeout_ms.unwrap_or(30_000)) + RESULT_MARGIN;
         let deadline = tokio::time::Instant::now() + waited;
-        loop {
-            let message = tokio::time::timeout_at(deadline, results.next())
-                .await
-                .map_err(|_| no_result(&task_id, waited))?
-                .ok_or_else(|| no_result(&task_id, waited))?;
+        let result = loop {
+            let Ok(Some(message)) = tokio::time::timeout_at(deadline, results.next()).await else {
+                // The results stream keeps every result: a live copy this subscriber missed
+                // is still there.
+                match submit::stored_result(&self.js, &subject).await {
+                    Some(result) => {
+                        tracing::warn!(task = %task_id, "live result missed; read it from the results stream");
+                        break result;
+                    }
+                    None => return Err(no_result(&task_id, waited)),
+                }
+            };
             if let Ok((result, _)) = reply::decode_message::<TaskResult>(
                 message.headers.as_ref(),
                 &message.payload,
                 &Limits::default(),
             ) {
-                return Ok(Run {
-                    result,
-                    elapsed: started.elapsed(),
-                    submitted: started,
-                });
+                break result;
             }
-        }
+        };
+        Ok(Run {
+            result,
+            elapsed: started.elapsed(),
+            submitted: started,
+        })
     }
 
     /// Injects a fault with id `<prefix>-<name>`; healed after `duration_ms` when given.

@@ -47,6 +47,30 @@ async fn stub_llm() -> String {
     url
 }
 
+/// The warnings and errors the services logged: CI keeps only the test's output.
+fn print_service_warnings(stack: &Stack) {
+    let services = std::iter::once(&stack.registry)
+        .chain(&stack.coordinators)
+        .chain(&stack.fault_injector)
+        .chain(&stack.telemetry);
+    for service in services {
+        let path = service.log_path();
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+            .collect();
+        eprintln!(
+            "== {} ({} warnings/errors; last 40)",
+            path.display(),
+            lines.len()
+        );
+        for line in &lines[lines.len().saturating_sub(40)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_scenario_passes_its_checks_with_small_counts() {
     let stack = Stack::start(StackOptions::new("scenarios").fault_injector().telemetry()).await;
@@ -92,6 +116,9 @@ async fn every_scenario_passes_its_checks_with_small_counts() {
                 .map(move |c| format!("{}: {}: {}", r.scenario, c.name, c.detail))
         })
         .collect();
+    if !failed.is_empty() {
+        print_service_warnings(&stack);
+    }
     assert!(failed.is_empty(), "failed checks:\n{}", failed.join("\n"));
     for r in &v.scenarios {
         assert!(!r.checks.is_empty(), "{}: checked nothing", r.scenario);

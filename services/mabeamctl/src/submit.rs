@@ -306,7 +306,7 @@ pub async fn publish(
 }
 
 /// The last result kept in the results stream for this subject, if any.
-async fn stored_result(js: &jetstream::Context, subject: &str) -> Option<TaskResult> {
+pub async fn stored_result(js: &jetstream::Context, subject: &str) -> Option<TaskResult> {
     let stream = js.get_stream(subjects::RESULTS_STREAM).await.ok()?;
     let message = stream.get_last_raw_message_by_subject(subject).await.ok()?;
     reply::decode_message::<TaskResult>(
