@@ -267,3 +267,63 @@ async fn agent_faults_have_their_documented_effects_on_majority_sessions() {
         heal(&stack, name).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tied_vote_follows_the_tasks_tie_policy() {
+    let stack = Stack::start(
+        StackOptions::new("tie-policy").fault_injector().fleet(
+            Fleet::new("tie", 4)
+                .with("MABEAM_SIM_CAPABILITIES", "tie")
+                .with("MABEAM_SIM_NOISE", "0"),
+        ),
+    )
+    .await;
+    let ids = members(&stack, "tie").await;
+    assert_eq!(ids.len(), 4);
+    // Two agents vote "hold" against the other two's "deploy": a 2–2 tie.
+    inject(
+        &stack,
+        "holders",
+        &ids[..2],
+        AgentBehaviour::Coalition {
+            value: "hold".into(),
+        },
+    )
+    .await;
+
+    let fail = run(&stack, "tie-fail", "plurality", "tie", json!(null)).await;
+    assert_eq!(fail.status, Status::NoDecision, "{fail:?}");
+    assert!(
+        fail.reason.as_deref().unwrap_or_default().contains("tie"),
+        "{fail:?}"
+    );
+
+    let revote = json!({"on_tie": {"policy": "revote", "max_revotes": 2}});
+    let revoted = run(&stack, "tie-revote", "plurality", "tie", revote).await;
+    assert_eq!(revoted.status, Status::NoDecision, "{revoted:?}");
+    assert_eq!(
+        revoted.rounds, 3,
+        "two re-votes, each tied again: {revoted:?}"
+    );
+
+    // The supervisor alone settles it: the result is whatever that agent votes.
+    for (task, supervisor, expected) in [
+        ("tie-escalate-deploy", &ids[3], "deploy"),
+        ("tie-escalate-hold", &ids[0], "hold"),
+    ] {
+        let params = json!({"on_tie": {"policy": "escalate", "supervisor": supervisor}});
+        let result = run(&stack, task, "plurality", "tie", params).await;
+        assert_eq!(result.status, Status::Decided, "{result:?}");
+        assert_eq!(
+            result.outcome.as_ref().and_then(|o| o.choice()),
+            Some(expected),
+            "{result:?}"
+        );
+        assert_eq!(result.rounds, 2, "{result:?}");
+    }
+
+    let outsider = json!({"on_tie": {"policy": "escalate", "supervisor": "not-in-the-fleet"}});
+    let refused = run(&stack, "tie-outsider", "plurality", "tie", outsider).await;
+    assert_eq!(refused.status, Status::Rejected, "{refused:?}");
+    heal(&stack, "holders").await;
+}

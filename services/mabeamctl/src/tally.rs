@@ -462,6 +462,7 @@ fn result(outcome: Option<Outcome>, reason: Option<String>, record: RoundRecord)
         outcome,
         reason,
         history: vec![record],
+        tied: Vec::new(),
     }
 }
 

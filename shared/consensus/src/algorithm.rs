@@ -33,6 +33,26 @@ pub enum TieBreak {
     Random,
 }
 
+/// What a choice-family session does when its round ends in a tie that `tie_break` left
+/// unresolved (`tie_break: none`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "policy", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OnTie {
+    /// The session ends without a decision.
+    #[default]
+    Fail,
+    /// The electorate votes again over the tied options, up to `max_revotes` times.
+    Revote {
+        #[serde(default = "one")]
+        max_revotes: u32,
+    },
+    /// One designated participant alone chooses among the tied options.
+    Escalate { supervisor: AgentId },
+}
+
+/// Re-votes allowed per session: each is a full round before the task's timeout.
+pub const MAX_REVOTES: u32 = 10;
+
 fn default_min_participation() -> f64 {
     0.5
 }
@@ -48,6 +68,8 @@ pub struct ChoiceParams {
     pub min_participation: f64,
     #[serde(default)]
     pub tie_break: TieBreak,
+    #[serde(default)]
+    pub on_tie: OnTie,
 }
 
 impl Default for ChoiceParams {
@@ -56,6 +78,7 @@ impl Default for ChoiceParams {
             basis: Basis::default(),
             min_participation: default_min_participation(),
             tie_break: TieBreak::default(),
+            on_tie: OnTie::default(),
         }
     }
 }
@@ -76,6 +99,8 @@ pub struct SupermajorityParams {
     pub min_participation: f64,
     #[serde(default)]
     pub tie_break: TieBreak,
+    #[serde(default)]
+    pub on_tie: OnTie,
 }
 
 fn half() -> f64 {
@@ -103,6 +128,8 @@ pub struct WeightedParams {
     pub min_participation: f64,
     #[serde(default)]
     pub tie_break: TieBreak,
+    #[serde(default)]
+    pub on_tie: OnTie,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -410,6 +437,28 @@ fn parse_params<T: DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| ConfigError::params(algorithm, e.to_string()))
 }
 
+fn check_on_tie(
+    name: &'static str,
+    tie_break: TieBreak,
+    on_tie: &OnTie,
+) -> Result<(), ConfigError> {
+    if *on_tie != OnTie::Fail && tie_break != TieBreak::None {
+        return Err(ConfigError::params(
+            name,
+            "on_tie needs tie_break none: a tie_break already settles every tie",
+        ));
+    }
+    match on_tie {
+        OnTie::Revote { max_revotes } if !(1..=MAX_REVOTES).contains(max_revotes) => {
+            Err(ConfigError::params(
+                name,
+                format!("on_tie.max_revotes must be 1 to {MAX_REVOTES}, got {max_revotes}"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_fraction(
     algorithm: &'static str,
     name: &str,
@@ -489,6 +538,16 @@ impl AlgorithmSpec {
         }
     }
 
+    /// The tie policy of a choice-family algorithm (none for the others).
+    pub fn on_tie(&self) -> Option<&OnTie> {
+        match self {
+            Self::Majority(c) | Self::Unanimous(c) | Self::Plurality(c) => Some(&c.on_tie),
+            Self::Supermajority(p) => Some(&p.on_tie),
+            Self::Weighted(p) => Some(&p.on_tie),
+            _ => None,
+        }
+    }
+
     /// Whether ballots name one of the task's options.
     pub fn uses_options(&self) -> bool {
         matches!(
@@ -509,6 +568,7 @@ impl AlgorithmSpec {
         let participation = |p: f64| check_fraction(name, "min_participation", p, true);
         match self {
             Self::Majority(c) | Self::Unanimous(c) | Self::Plurality(c) => {
+                check_on_tie(name, c.tie_break, &c.on_tie)?;
                 participation(c.min_participation)
             }
             Self::Supermajority(p) => {
@@ -522,10 +582,12 @@ impl AlgorithmSpec {
                         ),
                     ));
                 }
+                check_on_tie(name, p.tie_break, &p.on_tie)?;
                 participation(p.min_participation)
             }
             Self::Weighted(p) => {
                 check_fraction(name, "threshold", p.threshold, false)?;
+                check_on_tie(name, p.tie_break, &p.on_tie)?;
                 participation(p.min_participation)
             }
             Self::RankedChoice(p) => {

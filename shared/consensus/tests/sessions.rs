@@ -181,6 +181,123 @@ fn weighted_vote_follows_expertise_times_confidence() {
     assert!((support - 4.5 / 5.5).abs() < 1e-9);
 }
 
+/// Votes `values[i]` for agent `i` in `round` (sequence = round) and returns the effects.
+fn vote_all(s: &mut Session, fleet: &Fleet, round: u32, values: &[&str]) -> Vec<Effect> {
+    let mut effects = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        s.handle_envelope(
+            T0 + 20,
+            fleet.ballot(i, round, u64::from(round), Phase::Vote, choice(v), 1.0),
+        );
+        effects.extend(drain(s));
+    }
+    effects
+}
+
+fn proposal_to(effects: &[Effect]) -> Option<(Vec<AgentId>, &Proposal)> {
+    effects.iter().find_map(|e| match e {
+        Effect::Propose { to, proposal } => Some((to.clone(), &**proposal)),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_tie_escalated_goes_to_the_supervisor_alone_who_decides_it() {
+    let fleet = Fleet::new(5);
+    let params = json!({"on_tie": {"policy": "escalate", "supervisor": "a03"}});
+    let (mut s, _) = start(
+        "majority",
+        params,
+        &["A", "B", "C"],
+        fleet.electorate(|_| 1.0),
+    );
+    let effects = vote_all(&mut s, &fleet, 1, &["A", "A", "B", "B", "C"]);
+    assert!(
+        finished(&effects).is_none(),
+        "a tie is escalated, not final"
+    );
+    let (to, p) = proposal_to(&effects).expect("a round for the supervisor");
+    assert_eq!(to, vec![fleet.ids[3].clone()]);
+    assert_eq!(
+        (p.round, p.options.clone()),
+        (2, vec!["A".into(), "B".into()])
+    );
+    // Only the supervisor's ballot counts in its round.
+    assert!(finished(&vote_all(&mut s, &fleet, 2, &["B"])).is_none());
+    s.handle_envelope(
+        T0 + 30,
+        fleet.ballot(3, 2, 2, Phase::Vote, choice("A"), 1.0),
+    );
+    let effects = drain(&mut s);
+    let d = finished(&effects).expect("the supervisor decided");
+    assert_eq!(d.outcome.as_ref().and_then(Outcome::choice), Some("A"));
+    assert_eq!(d.rounds, 2);
+}
+
+#[test]
+fn a_tie_is_revoted_until_it_breaks_or_the_revotes_run_out() {
+    let fleet = Fleet::new(4);
+    let revote = json!({"on_tie": {"policy": "revote", "max_revotes": 2}});
+    let (mut s, _) = start(
+        "plurality",
+        revote.clone(),
+        &["A", "B"],
+        fleet.electorate(|_| 1.0),
+    );
+    let effects = vote_all(&mut s, &fleet, 1, &["A", "A", "B", "B"]);
+    let (to, p) = proposal_to(&effects).expect("a second round for everyone");
+    assert_eq!((to.len(), p.round), (4, 2));
+    let d = finished(&vote_all(&mut s, &fleet, 2, &["A", "A", "A", "B"]))
+        .expect("decided on the re-vote")
+        .clone();
+    assert_eq!(d.outcome.as_ref().and_then(Outcome::choice), Some("A"));
+
+    let (mut s, _) = start("plurality", revote, &["A", "B"], fleet.electorate(|_| 1.0));
+    for round in 1..=2 {
+        let effects = vote_all(&mut s, &fleet, round, &["A", "B", "A", "B"]);
+        assert!(finished(&effects).is_none(), "round {round} is re-voted");
+    }
+    let effects = vote_all(&mut s, &fleet, 3, &["A", "B", "A", "B"]);
+    let d = finished(&effects).expect("no re-votes left");
+    assert_eq!(d.status, Status::NoDecision);
+    assert!(
+        d.reason.as_deref().unwrap_or_default().contains("tie"),
+        "{:?}",
+        d.reason
+    );
+    assert_eq!(d.rounds, 3);
+}
+
+#[test]
+fn tie_policies_are_refused_when_they_cannot_apply() {
+    let parse = |params| mabeam_consensus::AlgorithmSpec::parse("majority", &params);
+    assert!(parse(json!({"tie_break": "lexicographic", "on_tie": {"policy": "revote"}})).is_err());
+    assert!(parse(json!({"on_tie": {"policy": "revote", "max_revotes": 0}})).is_err());
+    assert!(parse(json!({"on_tie": {"policy": "ask_someone"}})).is_err());
+    assert!(parse(json!({"on_tie": {"policy": "fail"}})).is_ok());
+    let fleet = Fleet::new(3);
+    let spec = parse(json!({"on_tie": {"policy": "escalate", "supervisor": "outsider"}})).unwrap();
+    let refused = Session::start(
+        SessionInit {
+            task_id: TaskId::new("t1").unwrap(),
+            session_id: SessionId::new("s1").unwrap(),
+            spec,
+            proposal: json!("p"),
+            options: vec!["A".into(), "B".into()],
+            electorate: fleet.electorate(|_| 1.0),
+            timeout_ms: 1_000,
+            seed: 1,
+            intake: IntakeSettings::default(),
+        },
+        T0,
+    );
+    let Err(error) = refused else {
+        panic!("the supervisor must take part")
+    };
+    let error = error.to_string();
+    assert!(error.contains("not a participant"), "{error}");
+}
+
 #[test]
 fn silent_agents_leave_the_round_to_its_deadline_and_are_reported() {
     let fleet = Fleet::new(4);

@@ -394,7 +394,7 @@ impl Machine {
             AlgorithmSpec::Pipeline(p) => {
                 Self::Pipeline(Box::new(pipeline::Pipeline::new(p, scope, end_ms)?))
             }
-            single => Self::Single(single::SingleRound::new(single, scope, end_ms)),
+            single => Self::Single(single::SingleRound::new(single, scope, end_ms)?),
         })
     }
 

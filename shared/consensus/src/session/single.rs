@@ -10,12 +10,13 @@ use mabeam_protocol::{
 
 use super::{intake::Accepted, Ctx, Scope, StageEnd, Step};
 use crate::{
+    algorithm::OnTie,
     tally::{
         self,
         choice::{ChoiceCount, ChoiceRule},
         TallyInput, Vote,
     },
-    AlgorithmSpec,
+    AlgorithmSpec, ConfigError,
 };
 
 #[derive(Debug)]
@@ -28,6 +29,10 @@ pub(crate) struct SingleRound {
     /// Choice-family rounds keep running totals so they can close as soon as the outcome
     /// is certain instead of waiting for stragglers.
     running: Option<Running>,
+    /// Ties already sent back to the electorate (`on_tie: revote`).
+    revotes: u32,
+    /// Whether the supervisor has been asked (`on_tie: escalate`): it is asked once.
+    escalated: bool,
 }
 
 /// Running totals of a choice-family round and what the agents yet to vote could add.
@@ -72,17 +77,27 @@ impl Running {
 }
 
 impl SingleRound {
-    pub(crate) fn new(spec: AlgorithmSpec, scope: Scope, end_ms: u64) -> Self {
+    pub(crate) fn new(spec: AlgorithmSpec, scope: Scope, end_ms: u64) -> Result<Self, ConfigError> {
+        if let Some(OnTie::Escalate { supervisor }) = spec.on_tie() {
+            if !scope.electorate.contains(supervisor) {
+                return Err(ConfigError::params(
+                    spec.name(),
+                    format!("on_tie.supervisor {supervisor} is not a participant"),
+                ));
+            }
+        }
         let running =
             ChoiceRule::for_spec(&spec).map(|rule| Running::new(rule, &scope, &BTreeMap::new()));
-        Self {
+        Ok(Self {
             spec,
             scope,
             end_ms,
             round: 0,
             votes: BTreeMap::new(),
             running,
-        }
+            revotes: 0,
+            escalated: false,
+        })
     }
 
     pub(crate) fn name(&self) -> &'static str {
@@ -90,6 +105,11 @@ impl SingleRound {
     }
 
     pub(crate) fn start(&mut self, ctx: &mut Ctx, _now: u64) -> Step {
+        self.open_round(ctx);
+        Step::Continue
+    }
+
+    fn open_round(&mut self, ctx: &mut Ctx) {
         self.round = ctx.open_round(
             self.name(),
             Phase::Vote,
@@ -97,7 +117,6 @@ impl SingleRound {
             &self.scope,
             self.end_ms,
         );
-        Step::Continue
     }
 
     pub(crate) fn on_ballot(&mut self, ctx: &mut Ctx, now: u64, accepted: &Accepted) -> Step {
@@ -187,6 +206,48 @@ impl SingleRound {
             record.stage = ctx.stage;
             ctx.record(record);
         }
+        if result.outcome.is_none() && !result.tied.is_empty() {
+            if let Some(step) = self.break_tie(ctx, std::mem::take(&mut result.tied)) {
+                return step;
+            }
+        }
         Step::Done(StageEnd::from_tally(result))
+    }
+
+    /// Applies the task's tie policy: a new round over the tied options — of everyone
+    /// (re-vote) or of the supervisor alone (escalate) — or `None` when the tie stands.
+    fn break_tie(&mut self, ctx: &mut Ctx, tied: Vec<String>) -> Option<Step> {
+        let electorate = match self.spec.on_tie()? {
+            OnTie::Fail => return None,
+            OnTie::Revote { max_revotes } => {
+                if self.revotes >= *max_revotes {
+                    return None;
+                }
+                self.revotes += 1;
+                self.scope.electorate.clone()
+            }
+            OnTie::Escalate { supervisor } => {
+                if self.escalated {
+                    return None;
+                }
+                self.escalated = true;
+                // Checked against the electorate when the session started.
+                self.scope
+                    .electorate
+                    .subset(std::slice::from_ref(supervisor))
+                    .ok()?
+            }
+        };
+        self.scope = Scope {
+            electorate,
+            options: tied,
+            proposal: self.scope.proposal.clone(),
+        };
+        self.votes.clear();
+        if let Some(running) = &mut self.running {
+            *running = Running::new(running.rule.clone(), &self.scope, &self.votes);
+        }
+        self.open_round(ctx);
+        Some(Step::Continue)
     }
 }

@@ -272,11 +272,8 @@ impl ChoiceCount {
             }
         };
         let Some(winner) = winner else {
-            let names: Vec<&str> = tied.iter().map(|s| s.as_str()).collect();
-            return TallyResult::undecided(
-                format!("tie between {}", names.join(", ")),
-                vec![record],
-            );
+            let tied = tied.into_iter().cloned().collect();
+            return TallyResult::tie(tied, vec![record]);
         };
         let base = self.base(rule, 0.0);
         let support = if base > 0.0 { first / base } else { 0.0 };

@@ -31,6 +31,8 @@ pub struct TallyResult {
     pub reason: Option<String>,
     /// What the round(s) looked like; ranked choice records one entry per elimination round.
     pub history: Vec<RoundRecord>,
+    /// The options tied for first when a tie is why there is no decision.
+    pub tied: Vec<String>,
 }
 
 impl TallyResult {
@@ -39,6 +41,7 @@ impl TallyResult {
             outcome: Some(outcome),
             reason: None,
             history,
+            tied: Vec::new(),
         }
     }
 
@@ -47,6 +50,14 @@ impl TallyResult {
             outcome: None,
             reason: Some(reason.into()),
             history,
+            tied: Vec::new(),
+        }
+    }
+
+    pub(crate) fn tie(options: Vec<String>, history: Vec<RoundRecord>) -> Self {
+        Self {
+            tied: options.clone(),
+            ..Self::undecided(format!("tie between {}", options.join(", ")), history)
         }
     }
 }
