@@ -29,10 +29,8 @@ pub(crate) struct SingleRound {
     /// Choice-family rounds keep running totals so they can close as soon as the outcome
     /// is certain instead of waiting for stragglers.
     running: Option<Running>,
-    /// Ties already sent back to the electorate (`on_tie: revote`).
-    revotes: u32,
-    /// Whether the supervisor has been asked (`on_tie: escalate`): it is asked once.
-    escalated: bool,
+    /// Rounds opened to break a tie (at most `max_revotes`, or 1 for the supervisor).
+    tie_rounds: u32,
 }
 
 /// Running totals of a choice-family round and what the agents yet to vote could add.
@@ -95,8 +93,7 @@ impl SingleRound {
             round: 0,
             votes: BTreeMap::new(),
             running,
-            revotes: 0,
-            escalated: false,
+            tie_rounds: 0,
         })
     }
 
@@ -217,26 +214,24 @@ impl SingleRound {
     /// Applies the task's tie policy: a new round over the tied options — of everyone
     /// (re-vote) or of the supervisor alone (escalate) — or `None` when the tie stands.
     fn break_tie(&mut self, ctx: &mut Ctx, tied: Vec<String>) -> Option<Step> {
-        let electorate = match self.spec.on_tie()? {
+        let on_tie = self.spec.on_tie()?;
+        let limit = match on_tie {
             OnTie::Fail => return None,
-            OnTie::Revote { max_revotes } => {
-                if self.revotes >= *max_revotes {
-                    return None;
-                }
-                self.revotes += 1;
-                self.scope.electorate.clone()
-            }
-            OnTie::Escalate { supervisor } => {
-                if self.escalated {
-                    return None;
-                }
-                self.escalated = true;
-                // Checked against the electorate when the session started.
-                self.scope
-                    .electorate
-                    .subset(std::slice::from_ref(supervisor))
-                    .ok()?
-            }
+            OnTie::Revote { max_revotes } => *max_revotes,
+            OnTie::Escalate { .. } => 1,
+        };
+        if self.tie_rounds >= limit {
+            return None;
+        }
+        self.tie_rounds += 1;
+        let electorate = match on_tie {
+            // Checked against the electorate when the session started.
+            OnTie::Escalate { supervisor } => self
+                .scope
+                .electorate
+                .subset(std::slice::from_ref(supervisor))
+                .ok()?,
+            _ => self.scope.electorate.clone(),
         };
         self.scope = Scope {
             electorate,
