@@ -10,6 +10,7 @@ use std::{collections::HashSet, time::Duration};
 
 use futures::StreamExt as _;
 use mabeam_runtime::{now_ms, Shutdown};
+use tokio::time::Instant;
 
 use crate::{
     error::StoreError,
@@ -25,6 +26,10 @@ const MAX_ATTEMPTS: usize = 4;
 /// Agents moved concurrently within one sweep.
 const EXPIRIES_IN_FLIGHT: usize = 32;
 
+/// A lease call slower than this was stuck behind a stalled store even if it succeeded in
+/// the end: heartbeats were stuck behind it too.
+const STALLED_CALL: Duration = Duration::from_secs(1);
+
 pub(crate) async fn run(
     registry: &Registry,
     interval: Duration,
@@ -32,11 +37,7 @@ pub(crate) async fn run(
     shutdown: Shutdown,
 ) {
     let lease_ms = (interval * LEASE_INTERVALS).as_millis() as u64;
-    // Heartbeats sent while the store was failing were lost on our side, not the agents':
-    // after store trouble, silence is judged only once agents have had a whole suspect TTL
-    // to be heard again.
-    let grace = Duration::from_millis(registry.liveness.suspect_after_ms);
-    let mut hold_until: Option<tokio::time::Instant> = None;
+    let mut store = StoreWatch::new(Duration::from_millis(registry.liveness.suspect_after_ms));
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -44,30 +45,79 @@ pub(crate) async fn run(
             _ = tick.tick() => {}
             _ = shutdown.cancelled() => break,
         }
-        let holding = hold_until.is_some_and(|t| tokio::time::Instant::now() < t);
-        let trouble = match registry.store.acquire_sweep_lease(&owner, lease_ms).await {
-            Ok(true) if holding => false,
-            Ok(true) => match registry.sweep(now_ms()).await {
-                Ok(()) => false,
-                Err(e) => {
-                    tracing::warn!(error = %e, "sweep failed; retrying next interval");
-                    true
-                }
-            },
-            Ok(false) => false,
+        let asked = Instant::now();
+        let lease = registry.store.acquire_sweep_lease(&owner, lease_ms).await;
+        let answered = Instant::now();
+        let trouble = match lease {
             Err(e) => {
                 tracing::warn!(error = %e, "cannot take the sweep lease");
                 true
             }
+            Ok(_) if answered - asked >= STALLED_CALL => {
+                tracing::warn!(
+                    waited_ms = (answered - asked).as_millis() as u64,
+                    "the store stalled; judging heartbeat silence later"
+                );
+                true
+            }
+            Ok(held) => {
+                let may_judge = store.answered(answered);
+                if held && may_judge {
+                    match registry.sweep(now_ms()).await {
+                        Ok(()) => false,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "sweep failed; retrying next interval");
+                            true
+                        }
+                    }
+                } else {
+                    false
+                }
+            }
         };
         if trouble {
-            hold_until = Some(tokio::time::Instant::now() + grace);
+            store.trouble();
         }
         refresh_gauges(registry).await;
     }
     // Hand the lease over at once rather than after it expires.
     if let Err(e) = registry.store.release_sweep_lease(&owner).await {
         tracing::warn!(error = %e, "cannot release the sweep lease");
+    }
+}
+
+/// Whether heartbeat silence may be judged. Heartbeats sent while the store was failing or
+/// stalled were lost on the registry's side, not the agents': after trouble, silence is judged
+/// only once the store has answered again for a whole grace period (a suspect TTL), so agents
+/// have had time to be heard. The period starts when the store answers, not when it last
+/// failed: a call can hang through most of an outage and succeed right after it.
+#[derive(Debug)]
+struct StoreWatch {
+    grace: Duration,
+    troubled: bool,
+    judge_from: Option<Instant>,
+}
+
+impl StoreWatch {
+    fn new(grace: Duration) -> Self {
+        Self {
+            grace,
+            troubled: false,
+            judge_from: None,
+        }
+    }
+
+    fn trouble(&mut self) {
+        self.troubled = true;
+        self.judge_from = None;
+    }
+
+    /// The store answered at `now`: whether silence may be judged.
+    fn answered(&mut self, now: Instant) -> bool {
+        if std::mem::take(&mut self.troubled) {
+            self.judge_from = Some(now + self.grace);
+        }
+        self.judge_from.is_none_or(|from| now >= from)
     }
 }
 
@@ -143,5 +193,46 @@ impl Registry {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GRACE: Duration = Duration::from_millis(1500);
+
+    #[test]
+    fn silence_is_judged_while_the_store_keeps_answering() {
+        let mut store = StoreWatch::new(GRACE);
+        let t0 = Instant::now();
+        assert!(store.answered(t0));
+        assert!(store.answered(t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn after_trouble_the_grace_runs_from_the_first_answer_not_the_last_failure() {
+        let mut store = StoreWatch::new(GRACE);
+        let t0 = Instant::now();
+        store.trouble();
+        // The store comes back long after it last failed: a grace counted from the failure
+        // would already be over here, and every agent would be judged on lost heartbeats.
+        let back = t0 + Duration::from_secs(10);
+        assert!(!store.answered(back));
+        assert!(!store.answered(back + GRACE - Duration::from_millis(1)));
+        assert!(store.answered(back + GRACE));
+        assert!(store.answered(back + GRACE * 4));
+    }
+
+    #[test]
+    fn trouble_during_the_grace_starts_it_again() {
+        let mut store = StoreWatch::new(GRACE);
+        let t0 = Instant::now();
+        store.trouble();
+        assert!(!store.answered(t0));
+        store.trouble();
+        let back = t0 + GRACE;
+        assert!(!store.answered(back));
+        assert!(store.answered(back + GRACE));
     }
 }
