@@ -66,6 +66,11 @@ pub struct ChoiceParams {
     /// Share of the electorate that must cast a valid ballot, in `[0, 1]`.
     #[serde(default = "default_min_participation")]
     pub min_participation: f64,
+    /// The winning option needs at least this many ballots cast for it, whatever their
+    /// weight (0: no minimum). Must not exceed the electorate; a round with a smaller
+    /// electorate (a supervisor settling a tie alone) needs all of its ballots at most.
+    #[serde(default)]
+    pub min_votes: u32,
     #[serde(default)]
     pub tie_break: TieBreak,
     #[serde(default)]
@@ -77,6 +82,7 @@ impl Default for ChoiceParams {
         Self {
             basis: Basis::default(),
             min_participation: default_min_participation(),
+            min_votes: 0,
             tie_break: TieBreak::default(),
             on_tie: OnTie::default(),
         }
@@ -97,6 +103,9 @@ pub struct SupermajorityParams {
     pub basis: Basis,
     #[serde(default = "default_min_participation")]
     pub min_participation: f64,
+    /// As [`ChoiceParams::min_votes`].
+    #[serde(default)]
+    pub min_votes: u32,
     #[serde(default)]
     pub tie_break: TieBreak,
     #[serde(default)]
@@ -126,6 +135,9 @@ pub struct WeightedParams {
     pub basis: Basis,
     #[serde(default = "default_min_participation")]
     pub min_participation: f64,
+    /// As [`ChoiceParams::min_votes`].
+    #[serde(default)]
+    pub min_votes: u32,
     #[serde(default)]
     pub tie_break: TieBreak,
     #[serde(default)]
@@ -715,11 +727,30 @@ impl AlgorithmSpec {
             .unwrap_or_else(|| u32::try_from(n.saturating_sub(1) / 3).unwrap_or(u32::MAX))
     }
 
+    /// The choice family's `min_votes` (0 for the other algorithms).
+    pub fn min_votes(&self) -> u32 {
+        match self {
+            Self::Majority(c) | Self::Unanimous(c) | Self::Plurality(c) => c.min_votes,
+            Self::Supermajority(p) => p.min_votes,
+            Self::Weighted(p) => p.min_votes,
+            _ => 0,
+        }
+    }
+
     /// Checks that the spec can run over `n` participants.
     pub fn check_electorate(&self, n: usize) -> Result<(), ConfigError> {
         let name = self.name();
         if n == 0 {
             return Err(ConfigError::EmptyElectorate);
+        }
+        let min_votes = self.min_votes() as usize;
+        if min_votes > n {
+            return Err(ConfigError::InsufficientParticipants {
+                algorithm: name,
+                needed: min_votes,
+                got: n,
+                why: format!(" (min_votes={min_votes})"),
+            });
         }
         match self {
             Self::Byzantine(p) => {

@@ -5,7 +5,7 @@
 
 use mabeam_consensus::{
     replica::{ByzantineReplica, ReplicaEffect},
-    Decision, Effect, Electorate, IntakeSettings, Participant, Session, SessionInit,
+    AlgorithmSpec, Decision, Effect, Electorate, IntakeSettings, Participant, Session, SessionInit,
 };
 use mabeam_protocol::{
     result::FaultReason,
@@ -74,28 +74,29 @@ impl Fleet {
     }
 }
 
+/// Session `s1` of task `t1` with a 10 s timeout.
+fn init(spec: AlgorithmSpec, options: &[&str], electorate: Electorate) -> SessionInit {
+    SessionInit {
+        task_id: TaskId::new("t1").unwrap(),
+        session_id: SessionId::new("s1").unwrap(),
+        spec,
+        proposal: json!("deploy model v2"),
+        options: options.iter().map(|s| s.to_string()).collect(),
+        electorate,
+        timeout_ms: 10_000,
+        seed: 7,
+        intake: IntakeSettings::default(),
+    }
+}
+
 fn start(
     algorithm: &str,
     params: serde_json::Value,
     options: &[&str],
     electorate: Electorate,
 ) -> (Session, Vec<Effect>) {
-    let spec = mabeam_consensus::AlgorithmSpec::parse(algorithm, &params).unwrap();
-    let mut session = Session::start(
-        SessionInit {
-            task_id: TaskId::new("t1").unwrap(),
-            session_id: SessionId::new("s1").unwrap(),
-            spec,
-            proposal: json!("deploy model v2"),
-            options: options.iter().map(|s| s.to_string()).collect(),
-            electorate,
-            timeout_ms: 10_000,
-            seed: 7,
-            intake: IntakeSettings::default(),
-        },
-        T0,
-    )
-    .unwrap();
+    let spec = AlgorithmSpec::parse(algorithm, &params).unwrap();
+    let mut session = Session::start(init(spec, options, electorate), T0).unwrap();
     let effects = drain(&mut session);
     (session, effects)
 }
@@ -270,32 +271,109 @@ fn a_tie_is_revoted_until_it_breaks_or_the_revotes_run_out() {
 
 #[test]
 fn tie_policies_are_refused_when_they_cannot_apply() {
-    let parse = |params| mabeam_consensus::AlgorithmSpec::parse("majority", &params);
+    let parse = |params| AlgorithmSpec::parse("majority", &params);
     assert!(parse(json!({"tie_break": "lexicographic", "on_tie": {"policy": "revote"}})).is_err());
     assert!(parse(json!({"on_tie": {"policy": "revote", "max_revotes": 0}})).is_err());
     assert!(parse(json!({"on_tie": {"policy": "ask_someone"}})).is_err());
     assert!(parse(json!({"on_tie": {"policy": "fail"}})).is_ok());
     let fleet = Fleet::new(3);
     let spec = parse(json!({"on_tie": {"policy": "escalate", "supervisor": "outsider"}})).unwrap();
-    let refused = Session::start(
-        SessionInit {
-            task_id: TaskId::new("t1").unwrap(),
-            session_id: SessionId::new("s1").unwrap(),
-            spec,
-            proposal: json!("p"),
-            options: vec!["A".into(), "B".into()],
-            electorate: fleet.electorate(|_| 1.0),
-            timeout_ms: 1_000,
-            seed: 1,
-            intake: IntakeSettings::default(),
-        },
-        T0,
-    );
+    let refused = Session::start(init(spec, &["A", "B"], fleet.electorate(|_| 1.0)), T0);
     let Err(error) = refused else {
         panic!("the supervisor must take part")
     };
     let error = error.to_string();
     assert!(error.contains("not a participant"), "{error}");
+}
+
+#[test]
+fn min_votes_needs_that_many_ballots_for_the_winner_whatever_their_weight() {
+    let fleet = Fleet::new(3);
+    // a00's expertise outweighs both others together, but alone it is one ballot.
+    let expert = |i| if i == 0 { 10.0 } else { 1.0 };
+    let (mut s, _) = start(
+        "weighted",
+        json!({"min_votes": 2}),
+        &["A", "B"],
+        fleet.electorate(expert),
+    );
+    s.handle_envelope(
+        T0 + 20,
+        fleet.ballot(0, 1, 1, Phase::Vote, choice("A"), 1.0),
+    );
+    assert!(
+        finished(&drain(&mut s)).is_none(),
+        "a safe lead of one ballot is not yet a decision"
+    );
+    s.handle_envelope(
+        T0 + 20,
+        fleet.ballot(1, 1, 1, Phase::Vote, choice("A"), 1.0),
+    );
+    let effects = drain(&mut s);
+    let d = finished(&effects).expect("a second ballot for the leader decides at once");
+    assert_eq!(d.outcome.as_ref().and_then(Outcome::choice), Some("A"));
+    assert_eq!(d.history[0].counted, 2);
+
+    let (mut s, _) = start(
+        "weighted",
+        json!({"min_votes": 2}),
+        &["A", "B"],
+        fleet.electorate(expert),
+    );
+    let effects = vote_all(&mut s, &fleet, 1, &["A", "B", "B"]);
+    let d = finished(&effects).expect("every ballot is in");
+    assert_eq!(d.status, Status::NoDecision, "{d:?}");
+    let reason = d.reason.clone().unwrap_or_default();
+    assert!(reason.contains("min_votes needs 2"), "{reason}");
+}
+
+#[test]
+fn min_votes_ends_the_round_once_no_option_can_reach_it() {
+    let fleet = Fleet::new(4);
+    let (mut s, _) = start(
+        "plurality",
+        json!({"min_votes": 3}),
+        &["A", "B", "C"],
+        fleet.electorate(|_| 1.0),
+    );
+    assert!(finished(&vote_all(&mut s, &fleet, 1, &["A", "B"])).is_none());
+    // A, B and C have one ballot each and one agent is left: nobody can reach 3.
+    s.handle_envelope(
+        T0 + 20,
+        fleet.ballot(2, 1, 1, Phase::Vote, choice("C"), 1.0),
+    );
+    let effects = drain(&mut s);
+    let d = finished(&effects).expect("closed without waiting for the last agent");
+    assert_eq!(d.status, Status::NoDecision);
+    assert_eq!(d.history[0].counted, 3);
+    // Not a tie to settle: none of the tied options could have won.
+    let reason = d.reason.clone().unwrap_or_default();
+    assert!(reason.contains("min_votes needs 3"), "{reason}");
+}
+
+#[test]
+fn min_votes_above_the_electorate_is_refused_and_a_lone_supervisor_still_decides() {
+    let fleet = Fleet::new(3);
+    let spec =
+        AlgorithmSpec::parse("majority", &json!({"min_votes": 4})).expect("valid on its own");
+    let refused = Session::start(init(spec, &["A", "B"], fleet.electorate(|_| 1.0)), T0);
+    let Err(error) = refused else {
+        panic!("4 ballots cannot come from 3 agents")
+    };
+    assert!(error.to_string().contains("min_votes=4"), "{error}");
+
+    let fleet = Fleet::new(4);
+    let params = json!({"min_votes": 2, "on_tie": {"policy": "escalate", "supervisor": "a01"}});
+    let (mut s, _) = start("plurality", params, &["A", "B"], fleet.electorate(|_| 1.0));
+    let effects = vote_all(&mut s, &fleet, 1, &["A", "A", "B", "B"]);
+    assert!(proposal_to(&effects).is_some(), "the tie goes to a01");
+    s.handle_envelope(
+        T0 + 30,
+        fleet.ballot(1, 2, 2, Phase::Vote, choice("B"), 1.0),
+    );
+    let effects = drain(&mut s);
+    let d = finished(&effects).expect("the supervisor's one ballot is enough in its round");
+    assert_eq!(d.outcome.as_ref().and_then(Outcome::choice), Some("B"));
 }
 
 #[test]

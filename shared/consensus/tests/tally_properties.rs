@@ -520,11 +520,14 @@ fn choice_spec() -> impl Strategy<Value = (&'static str, serde_json::Value)> {
         prop_oneof![Just(0.5), Just(1.0), 0.01..=1.0f64],
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![2 => Just(0u32), 1 => 1u32..5],
     )
         .prop_map(
-            |(kind, basis, tie_break, p, super_t, weighted_t, inclusive, confidence)| {
-                let common =
-                    json!({"basis": basis, "tie_break": tie_break, "min_participation": p});
+            |(kind, basis, tie_break, p, super_t, weighted_t, inclusive, confidence, min_votes)| {
+                let common = json!({
+                    "basis": basis, "tie_break": tie_break, "min_participation": p,
+                    "min_votes": min_votes,
+                });
                 let mut params = common.as_object().cloned().unwrap_or_default();
                 let name = match kind {
                     0 => "majority",

@@ -12,7 +12,8 @@
 //! | weighted      | expertise × confidence (or expertise) | share > threshold (>= with `inclusive`) |
 //!
 //! The basis is the cast weight or the whole electorate's weight (`basis`). Abstentions count
-//! towards participation but not towards the basis.
+//! towards participation but not towards the basis. With `min_votes`, the winner also needs
+//! that many ballots of its own, whatever their weight ("at least two analysts agree").
 
 use std::collections::BTreeMap;
 
@@ -53,6 +54,7 @@ pub struct ChoiceRule {
     pub threshold: Option<Threshold>,
     pub basis: Basis,
     pub min_participation: f64,
+    pub min_votes: usize,
     pub tie_break: TieBreak,
     pub weighting: Weighting,
 }
@@ -64,6 +66,7 @@ impl ChoiceRule {
             threshold,
             basis: c.basis,
             min_participation: c.min_participation,
+            min_votes: c.min_votes as usize,
             tie_break: c.tie_break,
             weighting: Weighting::Equal,
         };
@@ -91,6 +94,7 @@ impl ChoiceRule {
                 }),
                 basis: p.basis,
                 min_participation: p.min_participation,
+                min_votes: p.min_votes as usize,
                 tie_break: p.tie_break,
                 weighting: Weighting::Equal,
             },
@@ -102,6 +106,7 @@ impl ChoiceRule {
                 }),
                 basis: p.basis,
                 min_participation: p.min_participation,
+                min_votes: p.min_votes as usize,
                 tie_break: p.tie_break,
                 weighting: if p.use_confidence {
                     Weighting::ExpertiseTimesConfidence
@@ -135,17 +140,22 @@ impl ChoiceRule {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChoiceCount {
     totals: BTreeMap<String, f64>,
+    /// Ballots per option, whatever their weight (for `min_votes`).
+    votes: BTreeMap<String, usize>,
     cast_weight: f64,
     /// Ballots received, abstentions included (participation).
     ballots: usize,
     eligible_weight: f64,
     eligible_count: usize,
+    /// The rule's `min_votes`, capped at this round's electorate.
+    min_votes: usize,
 }
 
 impl ChoiceCount {
     pub fn new(options: &[String], rule: &ChoiceRule, electorate: &Electorate) -> Self {
         Self {
             totals: options.iter().map(|o| (o.clone(), 0.0)).collect(),
+            votes: options.iter().map(|o| (o.clone(), 0)).collect(),
             cast_weight: 0.0,
             ballots: 0,
             eligible_weight: electorate
@@ -153,6 +163,7 @@ impl ChoiceCount {
                 .map(|p| rule.max_weight(p.expertise))
                 .sum(),
             eligible_count: electorate.len(),
+            min_votes: rule.min_votes.min(electorate.len()),
         }
     }
 
@@ -164,6 +175,24 @@ impl ChoiceCount {
             *total += weight;
             self.cast_weight += weight;
         }
+        if let Some(votes) = choice.and_then(|c| self.votes.get_mut(c)) {
+            *votes += 1;
+        }
+    }
+
+    fn votes_for(&self, option: &str) -> usize {
+        self.votes.get(option).copied().unwrap_or(0)
+    }
+
+    /// Ballots for the option with the most weight (the first such, when tied).
+    fn leader_votes(&self) -> usize {
+        let mut leader: Option<(&str, f64)> = None;
+        for (option, &total) in &self.totals {
+            if leader.is_none_or(|(_, best)| total > best) {
+                leader = Some((option, total));
+            }
+        }
+        leader.map_or(0, |(option, _)| self.votes_for(option))
     }
 
     fn needed_ballots(&self, rule: &ChoiceRule) -> usize {
@@ -213,21 +242,28 @@ impl ChoiceCount {
         }
         let (first, second) = self.top_two();
         let lead_is_safe = first - second > remaining_weight + EPSILON;
+        // A safe leader is the winner: it must already have its min_votes.
+        let votes_sure = self.leader_votes() >= self.min_votes;
+        let can_reach_votes =
+            |option: &str| self.votes_for(option) + remaining_ballots >= self.min_votes;
         match rule.threshold {
-            None => participation_sure && lead_is_safe,
+            None => {
+                (participation_sure && lead_is_safe && votes_sure)
+                    || !self.totals.keys().any(|o| can_reach_votes(o))
+            }
             Some(threshold) => {
                 // With every remaining ballot cast, the base is the same whoever gets them:
                 // the worst case for the leader and the best case for any other option.
                 let base = self.base(rule, remaining_weight);
                 let sure_pass = participation_sure
                     && lead_is_safe
+                    && votes_sure
                     && base > 0.0
                     && threshold.passes(first / base);
                 let any_can_pass = base > 0.0
-                    && self
-                        .totals
-                        .values()
-                        .any(|&t| threshold.passes((t + remaining_weight) / base));
+                    && self.totals.iter().any(|(o, &t)| {
+                        can_reach_votes(o) && threshold.passes((t + remaining_weight) / base)
+                    });
                 sure_pass || !any_can_pass
             }
         }
@@ -262,6 +298,18 @@ impl ChoiceCount {
             .filter(|(_, &t)| (first - t).abs() <= EPSILON)
             .map(|(o, _)| o)
             .collect();
+        // A tie among options none of which has min_votes is no tie to settle: whoever the
+        // tie went to could not win.
+        let best = tied.iter().map(|o| self.votes_for(o)).max().unwrap_or(0);
+        if tied.len() > 1 && best < self.min_votes {
+            return TallyResult::undecided(
+                format!(
+                    "the leading options have at most {best} ballot(s) each; min_votes needs {}",
+                    self.min_votes
+                ),
+                vec![record],
+            );
+        }
         let winner = if tied.len() == 1 {
             tied.first().copied()
         } else {
@@ -293,6 +341,16 @@ impl ChoiceCount {
                     vec![record],
                 );
             }
+        }
+        let votes = self.votes_for(winner);
+        if votes < self.min_votes {
+            return TallyResult::undecided(
+                format!(
+                    "{winner:?} has {votes} ballot(s); min_votes needs {}",
+                    self.min_votes
+                ),
+                vec![record],
+            );
         }
         TallyResult::decided(
             Outcome::Choice {
