@@ -1,6 +1,6 @@
 //! Why a scenario could not run (as opposed to running and failing its checks).
 
-use mabeam_agent::AgentError;
+use mabeam_agent::{tasks::TaskError, AgentError};
 use mabeam_ctl::CtlError;
 
 #[derive(Debug, thiserror::Error)]
@@ -15,8 +15,9 @@ pub enum ScenarioError {
         missing: Vec<String>,
         waited_ms: u64,
     },
-    #[error("no result for task {task_id} within {waited_ms} ms, live or in the results stream")]
-    NoResult { task_id: String, waited_ms: u64 },
+    /// A task could not be submitted, or its result did not come.
+    #[error(transparent)]
+    Tasks(#[from] TaskError),
     #[error("invalid task: {0}")]
     Task(String),
     #[error("NATS: {0}")]

@@ -11,17 +11,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use async_nats::{jetstream, Client};
+use async_nats::Client;
 use futures::StreamExt as _;
-use mabeam_agent::{llm::LlmClient, Agent, AgentBuilder, AgentError, Decider};
-use mabeam_ctl::{client, submit};
+use mabeam_agent::{llm::LlmClient, tasks::TaskClient, Agent, AgentBuilder, AgentError, Decider};
+use mabeam_ctl::client;
 use mabeam_protocol::{
     fault::{FaultHeal, FaultKind, FaultList, FaultSpec},
     registry::{AgentList, AgentQuery},
     subjects,
     task::TaskSubmission,
     telemetry::{EventKind, TelemetryEvent},
-    AgentId, ContentType, Limits, TaskId, TaskResult, PROTOCOL_VERSION,
+    AgentId, ContentType, Limits, TaskResult, PROTOCOL_VERSION,
 };
 use mabeam_runtime::reply;
 use tokio::task::JoinHandle;
@@ -45,7 +45,7 @@ pub struct SeenEvent {
 #[derive(Debug)]
 pub struct Ctx {
     pub client: Client,
-    js: jetstream::Context,
+    tasks: TaskClient,
     /// Unique per run: every agent id, task id and fault id starts with it.
     pub prefix: String,
     /// Heartbeat interval of the agents the scenarios start (below the registry's suspect TTL).
@@ -110,12 +110,10 @@ impl Ctx {
                 });
             }
         });
-        let mut js = jetstream::new(client.clone());
         let request_timeout = Duration::from_secs(5);
-        js.set_timeout(request_timeout);
         Ok(Self {
+            tasks: TaskClient::with_request_timeout(client.clone(), request_timeout),
             client,
-            js,
             prefix,
             heartbeat,
             request_timeout,
@@ -257,40 +255,12 @@ impl Ctx {
         }
         let task: TaskSubmission =
             serde_json::from_value(task).map_err(|e| ScenarioError::Task(e.to_string()))?;
-        let task_id = task
-            .task_id
-            .clone()
-            .ok_or_else(|| ScenarioError::Task("no task id".into()))?;
-        let subject = subjects::results(&task_id);
-        let mut results = self
-            .client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|e| ScenarioError::Nats(e.to_string()))?;
         let started = Instant::now();
-        submit::publish(&self.js, &task, ContentType::MsgPack).await?;
         let waited = Duration::from_millis(task.timeout_ms.unwrap_or(30_000)) + RESULT_MARGIN;
-        let deadline = tokio::time::Instant::now() + waited;
-        let result = loop {
-            let Ok(Some(message)) = tokio::time::timeout_at(deadline, results.next()).await else {
-                // The results stream keeps every result: a live copy this subscriber missed
-                // is still there.
-                match submit::stored_result(&self.js, &subject).await {
-                    Some(result) => {
-                        tracing::warn!(task = %task_id, "live result missed; read it from the results stream");
-                        break result;
-                    }
-                    None => return Err(no_result(&task_id, waited)),
-                }
-            };
-            if let Ok((result, _)) = reply::decode_message::<TaskResult>(
-                message.headers.as_ref(),
-                &message.payload,
-                &Limits::default(),
-            ) {
-                break result;
-            }
-        };
+        let result = self
+            .tasks
+            .decide(task, ContentType::MsgPack, waited)
+            .await?;
         Ok(Run {
             result,
             elapsed: started.elapsed(),
@@ -376,13 +346,6 @@ impl Ctx {
             };
             agents.contains(agent).then(|| e.at - since)
         })
-    }
-}
-
-fn no_result(task_id: &TaskId, waited: Duration) -> ScenarioError {
-    ScenarioError::NoResult {
-        task_id: task_id.to_string(),
-        waited_ms: waited.as_millis() as u64,
     }
 }
 

@@ -485,6 +485,19 @@ impl Stack {
         content_type: Option<&str>,
         msg_id: Option<&str>,
     ) {
+        self.submit_raw_on(subjects::TASKS_SUBMIT, body, content_type, msg_id)
+            .await;
+    }
+
+    /// Publishes a task body (any encoding) on a task subject (normal or high priority)
+    /// through JetStream.
+    pub async fn submit_raw_on(
+        &self,
+        subject: &str,
+        body: Vec<u8>,
+        content_type: Option<&str>,
+        msg_id: Option<&str>,
+    ) {
         let js = async_nats::jetstream::new(self.client.clone());
         let mut headers = async_nats::HeaderMap::new();
         if let Some(ct) = content_type {
@@ -493,19 +506,24 @@ impl Stack {
         if let Some(id) = msg_id {
             headers.insert("Nats-Msg-Id", id);
         }
-        js.publish_with_headers(subjects::TASKS_SUBMIT, headers, body.into())
+        js.publish_with_headers(subject.to_owned(), headers, body.into())
             .await
             .expect("publish")
             .await
             .expect("task stream acknowledged");
     }
 
-    /// Submits a task given as JSON, encoded as asked; returns its task id.
+    /// Submits a task given as JSON, encoded as asked, on the subject of its `priority`
+    /// (as a client would); returns its task id.
     pub async fn submit(&self, task: serde_json::Value, content_type: ContentType) -> TaskId {
         let id = task["task_id"]
             .as_str()
             .expect("tests name their tasks")
             .to_owned();
+        let subject = match task["priority"].as_str() {
+            Some("high") => subjects::TASKS_SUBMIT_HIGH,
+            _ => subjects::TASKS_SUBMIT,
+        };
         let body = match content_type {
             ContentType::Json => serde_json::to_vec(&task).expect("json"),
             ContentType::MsgPack => {
@@ -514,7 +532,7 @@ impl Stack {
                 encode(ContentType::MsgPack, &typed).expect("msgpack")
             }
         };
-        self.submit_raw(body, Some(content_type.header_value()), None)
+        self.submit_raw_on(subject, body, Some(content_type.header_value()), None)
             .await;
         TaskId::new(id).expect("task id")
     }

@@ -1,6 +1,7 @@
 //! Durable intake over the real stack: a task that cannot be handled is redelivered with
 //! backoff and, after `max_deliver`, kept in the dead-letter stream with its reason (never
-//! dropped); a re-published task yields its one result again instead of running twice.
+//! dropped); a re-published task yields its one result again instead of running twice; high
+//! priority tasks overtake the normal ones waiting.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,28 +13,36 @@ use mabeam_protocol::{
     codec::{decode, ContentType},
     subjects,
     telemetry::{EventKind, TelemetryEvent},
-    Limits, Status,
+    ErrorCode, Limits, Status, TaskResult,
 };
 use mabeam_testkit::metric_sample;
 use mabeam_tests::{Fleet, Stack, StackOptions};
 use serde_json::json;
 
-/// Waits for the latest dead letter.
-async fn dead_letter(stack: &Stack, timeout: Duration) -> jetstream::message::StreamMessage {
+/// Waits for the dead letter of `task`.
+async fn dead_letter(
+    stack: &Stack,
+    task: &str,
+    timeout: Duration,
+) -> jetstream::message::StreamMessage {
     let js = jetstream::new(stack.client.clone());
     let start = Instant::now();
     loop {
-        if let Ok(stream) = js.get_stream(subjects::DEADLETTER_STREAM).await {
-            if let Ok(m) = stream
-                .get_last_raw_message_by_subject(subjects::TASKS_DEADLETTER)
-                .await
-            {
-                return m;
+        if let Ok(mut stream) = js.get_stream(subjects::DEADLETTER_STREAM).await {
+            let last = stream.info().await.map_or(0, |i| i.state.last_sequence);
+            for sequence in 1..=last {
+                let Ok(m) = stream.get_raw_message(sequence).await else {
+                    continue;
+                };
+                let of = m.headers.get(subjects::DEADLETTER_TASK_HEADER);
+                if of.map(|v| v.as_str()) == Some(task) {
+                    return m;
+                }
             }
         }
         assert!(
             start.elapsed() < timeout,
-            "no dead letter within {timeout:?}"
+            "no dead letter for {task} within {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -46,10 +55,15 @@ fn header<'a>(m: &'a jetstream::message::StreamMessage, name: &str) -> &'a str {
         .as_str()
 }
 
+/// Task messages in both queues.
 async fn tasks_waiting(stack: &Stack) -> u64 {
     let js = jetstream::new(stack.client.clone());
-    let mut stream = js.get_stream(subjects::TASKS_STREAM).await.unwrap();
-    stream.info().await.unwrap().state.messages
+    let mut waiting = 0;
+    for queue in [subjects::TASKS_STREAM, subjects::TASKS_HIGH_STREAM] {
+        let mut stream = js.get_stream(queue).await.unwrap();
+        waiting += stream.info().await.unwrap().state.messages;
+    }
+    waiting
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +93,7 @@ async fn a_task_that_cannot_be_handled_ends_in_the_dead_letter_stream_with_its_r
         .submit_raw(body.clone(), Some(ContentType::Json.header_value()), None)
         .await;
 
-    let letter = dead_letter(&stack, Duration::from_secs(20)).await;
+    let letter = dead_letter(&stack, "doomed-1", Duration::from_secs(20)).await;
     // Three deliveries with 100 ms and 200 ms of backoff between them.
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(letter.payload.as_ref(), body.as_slice(), "the body is kept");
@@ -89,6 +103,10 @@ async fn a_task_that_cannot_be_handled_ends_in_the_dead_letter_stream_with_its_r
         "doomed-1"
     );
     assert_eq!(header(&letter, subjects::DEADLETTER_DELIVERIES_HEADER), "3");
+    assert_eq!(
+        header(&letter, subjects::DEADLETTER_STREAM_HEADER),
+        subjects::TASKS_STREAM
+    );
     let reason = header(&letter, subjects::DEADLETTER_REASON_HEADER);
     assert!(
         reason.starts_with("given up after 3 deliveries") && reason.contains("registry"),
@@ -113,7 +131,33 @@ async fn a_task_that_cannot_be_handled_ends_in_the_dead_letter_stream_with_its_r
         }
         other => panic!("unexpected event {other:?}"),
     }
-    // Moved, not copied: the work queue no longer holds it, and it never got a result.
+    // The high-priority queue gives up the same way, with a dead letter of its own even
+    // though both messages are the first of their streams.
+    let urgent = serde_json::to_vec(&json!({
+        "task_id": "doomed-high", "algorithm": "majority", "proposal": "p",
+        "options": ["a", "b"], "participants": {"all": true}, "priority": "high"
+    }))
+    .unwrap();
+    stack
+        .submit_raw_on(
+            subjects::TASKS_SUBMIT_HIGH,
+            urgent.clone(),
+            Some(ContentType::Json.header_value()),
+            None,
+        )
+        .await;
+    let high = dead_letter(&stack, "doomed-high", Duration::from_secs(20)).await;
+    assert_eq!(high.payload.as_ref(), urgent.as_slice());
+    assert_eq!(
+        header(&high, subjects::DEADLETTER_STREAM_HEADER),
+        subjects::TASKS_HIGH_STREAM
+    );
+    assert_eq!(
+        header(&high, subjects::DEADLETTER_SEQUENCE_HEADER),
+        header(&letter, subjects::DEADLETTER_SEQUENCE_HEADER)
+    );
+
+    // Moved, not copied: the work queues no longer hold them, and they never got a result.
     assert_eq!(tasks_waiting(&stack).await, 0);
     assert!(stack.session("doomed-1").await.is_err());
     let metrics = stack.coordinators[0].metrics();
@@ -124,7 +168,7 @@ async fn a_task_that_cannot_be_handled_ends_in_the_dead_letter_stream_with_its_r
             &[("path", "last_delivery")]
         )
         .unwrap_or(0.0),
-        1.0,
+        2.0,
         "{metrics}"
     );
     assert_eq!(
@@ -134,7 +178,7 @@ async fn a_task_that_cannot_be_handled_ends_in_the_dead_letter_stream_with_its_r
             &[("outcome", "deferred")]
         )
         .unwrap_or(0.0),
-        2.0,
+        4.0,
         "{metrics}"
     );
 
@@ -202,7 +246,7 @@ async fn a_task_message_nobody_acknowledges_is_dead_lettered_from_the_advisory()
     // A coordinator comes back; its pull makes JetStream notice the exhausted message and
     // announce it.
     stack.coordinators[0].restart().await;
-    let letter = dead_letter(&stack, Duration::from_secs(20)).await;
+    let letter = dead_letter(&stack, "orphan-1", Duration::from_secs(20)).await;
     assert_eq!(letter.payload.as_ref(), body.as_slice());
     assert_eq!(
         header(&letter, subjects::DEADLETTER_TASK_HEADER),
@@ -294,4 +338,126 @@ async fn a_republished_task_yields_the_same_single_result() {
         2.0
     );
     assert_eq!(tasks_waiting(&stack).await, 0);
+}
+
+/// Reads results off `mabeam.results.>` until `n` have come; their task ids in arrival order.
+async fn results_in_order(
+    results: &mut async_nats::Subscriber,
+    n: usize,
+    timeout: Duration,
+) -> Vec<TaskResult> {
+    let mut seen = Vec::new();
+    while seen.len() < n {
+        let message = tokio::time::timeout(timeout, results.next())
+            .await
+            .unwrap_or_else(|_| panic!("only {} of {n} results: {seen:?}", seen.len()))
+            .unwrap();
+        let ct = mabeam_runtime::reply::content_type(message.headers.as_ref()).unwrap();
+        seen.push(decode::<TaskResult>(ct, &message.payload, &Limits::default()).unwrap());
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn high_priority_tasks_overtake_the_normal_ones_waiting() {
+    // One session at a time and agents that take 300 ms to answer: a queue forms.
+    let stack = Stack::start(
+        StackOptions::new("intake-priority")
+            .service_with("coordinator-0", "MABEAM_MAX_SESSIONS", "1")
+            .fleet(
+                Fleet::new("pri", 3)
+                    .with("MABEAM_SIM_BYZANTINE_SHARE", "1")
+                    .with("MABEAM_SIM_BYZANTINE_BEHAVIOUR", "slow:300"),
+            ),
+    )
+    .await;
+    let task = |id: &str, priority: Option<&str>| {
+        let mut task = json!({
+            "task_id": id, "algorithm": "majority", "proposal": "p",
+            "options": ["a", "b"], "participants": {"all": true}, "timeout_ms": 20000
+        });
+        if let Some(p) = priority {
+            task["priority"] = p.into();
+        }
+        task
+    };
+    let mut results = stack.client.subscribe(subjects::RESULTS_ALL).await.unwrap();
+    for i in 0..4 {
+        stack
+            .submit(task(&format!("normal-{i}"), None), ContentType::Json)
+            .await;
+    }
+    // The first normal task holds the only slot; the others wait behind it.
+    let started = Instant::now();
+    while metric_sample(
+        &stack.coordinators[0].metrics(),
+        "mabeam_coordinator_sessions_active",
+        &[],
+    ) != Some(1.0)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no session ran"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stack
+        .submit(task("urgent", Some("high")), ContentType::MsgPack)
+        .await;
+    let order: Vec<String> = results_in_order(&mut results, 5, Duration::from_secs(30))
+        .await
+        .into_iter()
+        .map(|r| {
+            assert_eq!(r.status, Status::Decided, "{r:?}");
+            r.task_id.to_string()
+        })
+        .collect();
+    assert_eq!(
+        order,
+        ["normal-0", "urgent", "normal-1", "normal-2", "normal-3"],
+        "the high task runs as soon as the slot frees, ahead of every waiting normal one"
+    );
+    let metrics = stack.coordinators[0].metrics();
+    let waited = |priority| {
+        metric_sample(
+            &metrics,
+            "mabeam_coordinator_task_queue_wait_seconds_count",
+            &[("priority", priority)],
+        )
+    };
+    assert_eq!(waited("high"), Some(1.0), "{metrics}");
+    assert_eq!(waited("normal"), Some(4.0), "{metrics}");
+
+    // A task asking for high priority on the normal subject is told where it belongs.
+    let misrouted = serde_json::to_vec(&task("misrouted", Some("high"))).unwrap();
+    stack
+        .submit_raw(misrouted, Some(ContentType::Json.header_value()), None)
+        .await;
+    let refused = results_in_order(&mut results, 1, Duration::from_secs(15)).await;
+    let refused = &refused[0];
+    assert_eq!(refused.task_id.as_str(), "misrouted");
+    assert_eq!(refused.status, Status::Rejected, "{refused:?}");
+    let error = refused.error.as_ref().unwrap();
+    assert_eq!(error.code, ErrorCode::InvalidParams);
+    assert!(
+        error.message.contains(subjects::TASKS_SUBMIT_HIGH),
+        "{}",
+        error.message
+    );
+
+    // Without an id, a high task is named after its own queue: it cannot collide with the
+    // normal queue's first task.
+    let mut anonymous = task("x", None);
+    anonymous.as_object_mut().unwrap().remove("task_id");
+    stack
+        .submit_raw_on(
+            subjects::TASKS_SUBMIT_HIGH,
+            serde_json::to_vec(&anonymous).unwrap(),
+            Some(ContentType::Json.header_value()),
+            None,
+        )
+        .await;
+    let named = results_in_order(&mut results, 1, Duration::from_secs(15)).await;
+    assert_eq!(named[0].task_id.as_str(), "task-high-2", "{:?}", named[0]);
+    assert_eq!(named[0].status, Status::Decided, "{:?}", named[0]);
 }

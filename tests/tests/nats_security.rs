@@ -241,13 +241,18 @@ async fn services_work_with_their_own_credentials_and_forbidden_subjects_are_ref
     let opts = user(opts, "agent-sim-sec", "secfleet");
     let mut stack = Stack::start_with_infra(Infra { nats, redis }, opts).await;
 
-    // End to end: a plain vote and a Byzantine agreement, whose agents read each other's
-    // signed votes and publish their own.
-    for (id, algorithm) in [("sec-majority", "majority"), ("sec-byz", "byzantine")] {
+    // End to end: a plain vote, a Byzantine agreement (whose agents read each other's
+    // signed votes and publish their own) and a task through the high-priority queue.
+    for (id, algorithm, priority) in [
+        ("sec-majority", "majority", "normal"),
+        ("sec-byz", "byzantine", "normal"),
+        ("sec-urgent", "majority", "high"),
+    ] {
         let result = stack
             .decide(
                 json!({"task_id": id, "algorithm": algorithm, "proposal": "deploy?",
-                       "options": ["yes", "no"], "participants": {"all": true}}),
+                       "options": ["yes", "no"], "participants": {"all": true},
+                       "priority": priority}),
                 ContentType::Json,
                 Duration::from_secs(20),
             )
@@ -342,6 +347,40 @@ async fn services_work_with_their_own_credentials_and_forbidden_subjects_are_ref
     .await;
     expect_violation(&mut client_errors, subjects::FAULTS_INJECT).await;
     no_message(&mut votes, Duration::from_millis(300)).await;
+
+    // Swarm broadcasts: a client may message an agent, but not write its inbox (proposals
+    // come from coordinators only); an agent may not message another.
+    let mut messages = fleet
+        .subscribe("mabeam.agents.sec-00001.messages")
+        .await
+        .unwrap();
+    let mut inbox = fleet
+        .subscribe("mabeam.agents.sec-00001.inbox")
+        .await
+        .unwrap();
+    fleet.flush().await.unwrap();
+    client
+        .publish("mabeam.agents.sec-00001.messages", "hello".into())
+        .await
+        .unwrap();
+    client
+        .publish("mabeam.agents.sec-00001.inbox", "fake proposal".into())
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+    let hello = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .expect("the broadcast is delivered")
+        .unwrap();
+    assert_eq!(hello.payload.as_ref(), b"hello");
+    expect_violation(&mut client_errors, "mabeam.agents.sec-00001.inbox").await;
+    no_message(&mut inbox, Duration::from_millis(300)).await;
+    fleet
+        .publish("mabeam.agents.sec-00002.messages", "psst".into())
+        .await
+        .unwrap();
+    fleet.flush().await.unwrap();
+    expect_violation(&mut fleet_errors, "mabeam.agents.sec-00002.messages").await;
 
     // Wrong or missing credentials do not get in at all.
     let wrong =

@@ -196,6 +196,7 @@ impl Scenario {
             participants,
             params: self.params.clone(),
             timeout_ms: Some(self.timeout_ms),
+            priority: None,
         })
     }
 }

@@ -19,7 +19,12 @@ use async_nats::{
 use bytes::Bytes;
 use futures::StreamExt;
 use mabeam_protocol::{
-    codec::decode, session::TaskState, subjects, task::TaskSubmission, telemetry::EventKind, TaskId,
+    codec::decode,
+    session::TaskState,
+    subjects,
+    task::{Priority, TaskSubmission},
+    telemetry::EventKind,
+    TaskId,
 };
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +33,8 @@ use crate::{Shared, CONSUMER};
 
 /// One delivery of a task message: what is needed to retry it or to dead-letter it.
 pub(crate) struct Delivery {
+    /// The queue (task stream) the message is in.
+    pub(crate) queue: Priority,
     pub(crate) stream_seq: u64,
     /// How many times JetStream has delivered this message, this delivery included.
     pub(crate) delivered: u64,
@@ -113,8 +120,13 @@ async fn dead_letter(
         subjects::DEADLETTER_SEQUENCE_HEADER,
         delivery.stream_seq.to_string(),
     );
+    headers.insert(subjects::DEADLETTER_STREAM_HEADER, delivery.queue.stream());
     // Both paths (last delivery, advisory) may see the same message: one dead letter.
-    headers.insert("Nats-Msg-Id", format!("deadletter-{}", delivery.stream_seq));
+    let dedup_id = match delivery.queue {
+        Priority::Normal => format!("deadletter-{}", delivery.stream_seq),
+        Priority::High => format!("deadletter-high-{}", delivery.stream_seq),
+    };
+    headers.insert("Nats-Msg-Id", dedup_id);
     shared
         .js
         .publish_with_headers(
@@ -142,16 +154,15 @@ async fn dead_letter(
 /// The fields of `io.nats.jetstream.advisory.v1.max_deliver` we use.
 #[derive(Debug, Deserialize)]
 struct MaxDeliveries {
+    stream: String,
     stream_seq: u64,
     deliveries: u64,
 }
 
-/// The advisory JetStream publishes when a task message has used all its deliveries.
+/// The advisories JetStream publishes when a message of a task stream (either queue) has
+/// used all its deliveries; the stream is named in the advisory.
 pub(crate) fn advisory_subject() -> String {
-    format!(
-        "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{CONSUMER}",
-        subjects::TASKS_STREAM
-    )
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.*.{CONSUMER}")
 }
 
 /// Handles max-deliveries advisories until `stop` (one replica per advisory).
@@ -179,9 +190,13 @@ pub(crate) async fn watch_exhausted(
 }
 
 async fn exhausted(shared: &Shared, advisory: MaxDeliveries) -> Result<(), String> {
+    // Another stream's consumer may share the name: not ours.
+    let Some(queue) = Priority::of_stream(&advisory.stream) else {
+        return Ok(());
+    };
     let stream = shared
         .js
-        .get_stream(subjects::TASKS_STREAM)
+        .get_stream(queue.stream())
         .await
         .map_err(|e| e.to_string())?;
     // Gone already: acked in the meantime.
@@ -189,6 +204,7 @@ async fn exhausted(shared: &Shared, advisory: MaxDeliveries) -> Result<(), Strin
         return Ok(());
     };
     let delivery = Delivery {
+        queue,
         stream_seq: advisory.stream_seq,
         delivered: advisory.deliveries,
         payload: message.payload,
@@ -226,6 +242,7 @@ fn task_id_of(shared: &Shared, delivery: &Delivery) -> TaskId {
     crate::intake::task_id_of(
         task.as_ref(),
         delivery.headers.as_ref(),
+        delivery.queue,
         delivery.stream_seq,
     )
 }

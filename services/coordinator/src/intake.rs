@@ -7,8 +7,12 @@ use std::{sync::Arc, time::Duration};
 use async_nats::jetstream::{message::Acker, AckKind};
 use mabeam_consensus::{AlgorithmSpec, Session};
 use mabeam_protocol::{
-    codec::decode, error::ErrorBody, session::TaskState, task::TaskSubmission,
-    telemetry::EventKind, ErrorCode, SessionId, Status, TaskId, TaskResult, PROTOCOL_VERSION,
+    codec::decode,
+    error::ErrorBody,
+    session::TaskState,
+    task::{Priority, TaskSubmission},
+    telemetry::EventKind,
+    ErrorCode, SessionId, Status, TaskId, TaskResult, PROTOCOL_VERSION,
 };
 use mabeam_runtime::{now_ms, reply};
 use rand::Rng;
@@ -29,10 +33,11 @@ pub(crate) fn outcome(label: &'static str) {
 }
 
 /// The id a task goes by: its own field, else the publisher's dedup id, else one derived
-/// from its stream position (stable across redeliveries).
+/// from its queue and stream position (stable across redeliveries, distinct across queues).
 pub(crate) fn task_id_of(
     task: Option<&TaskSubmission>,
     headers: Option<&async_nats::HeaderMap>,
+    queue: Priority,
     stream_seq: u64,
 ) -> TaskId {
     task.and_then(|t| t.task_id.clone())
@@ -41,7 +46,7 @@ pub(crate) fn task_id_of(
                 .and_then(|h| h.get(NATS_MSG_ID))
                 .and_then(|v| TaskId::new(v.as_str()).ok())
         })
-        .unwrap_or_else(|| sequence_id(stream_seq))
+        .unwrap_or_else(|| sequence_id(queue, stream_seq))
 }
 
 #[allow(clippy::expect_used)]
@@ -50,13 +55,18 @@ fn random_session_id(n: u64) -> SessionId {
 }
 
 #[allow(clippy::expect_used)]
-fn sequence_id(stream_seq: u64) -> TaskId {
-    TaskId::new(format!("task-{stream_seq}")).expect("digits make a valid id")
+fn sequence_id(queue: Priority, stream_seq: u64) -> TaskId {
+    let id = match queue {
+        Priority::Normal => format!("task-{stream_seq}"),
+        Priority::High => format!("task-high-{stream_seq}"),
+    };
+    TaskId::new(id).expect("digits make a valid id")
 }
 
 pub(crate) async fn handle_task(
     shared: Arc<Shared>,
     msg: async_nats::jetstream::Message,
+    queue: Priority,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     let (stream_seq, delivered, published_ms) = match msg.info() {
@@ -67,8 +77,13 @@ pub(crate) async fn handle_task(
         ),
         Err(_) => (0, 1, None),
     };
+    if let Some(published) = published_ms {
+        metrics::histogram!("mabeam_coordinator_task_queue_wait_seconds", "priority" => queue.as_str())
+            .record(now_ms().saturating_sub(published) as f64 / 1000.0);
+    }
     let (message, acker) = msg.split();
     let delivery = Delivery {
+        queue,
         stream_seq,
         delivered,
         payload: message.payload,
@@ -79,12 +94,25 @@ pub(crate) async fn handle_task(
     let task = match decoded {
         Ok(t) => t,
         Err(e) => {
-            let id = task_id_of(None, delivery.headers.as_ref(), stream_seq);
+            let id = task_id_of(None, delivery.headers.as_ref(), queue, stream_seq);
             let rejection = Rejection::new(ErrorCode::from(&e), e.to_string());
             return reject(&shared, &delivery, id, String::new(), rejection, acker).await;
         }
     };
-    let task_id = task_id_of(Some(&task), delivery.headers.as_ref(), stream_seq);
+    let task_id = task_id_of(Some(&task), delivery.headers.as_ref(), queue, stream_seq);
+    // The subject decides; a priority field, when given, must agree with it.
+    if let Some(asked) = task.priority.filter(|asked| *asked != queue) {
+        let rejection = Rejection::new(
+            ErrorCode::InvalidParams,
+            format!(
+                "the task asks for priority {asked} but was published on {}; publish it on {}",
+                queue.subject(),
+                asked.subject()
+            ),
+        );
+        let algorithm = task.algorithm.clone();
+        return reject(&shared, &delivery, task_id, algorithm, rejection, acker).await;
+    }
     match shared.store.result(&task_id).await {
         Ok(Some(existing)) => {
             // Duplicate or redelivery: the task already has its one result.

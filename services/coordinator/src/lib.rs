@@ -28,6 +28,7 @@ use mabeam_protocol::{
     codec::{encode, ContentType},
     session::{EquivocationEvidence, SessionQuery},
     subjects,
+    task::Priority,
     telemetry::{EventKind, Service},
     ErrorCode, Limits, TaskId, TaskResult,
 };
@@ -98,11 +99,15 @@ pub const METRICS: &[Described] = &[
     ),
     Described::Gauge(
         "mabeam_coordinator_tasks_pending",
-        "Tasks in the stream not yet delivered to any coordinator (the shared consumer's backlog).",
+        "Tasks not yet delivered to any coordinator (the shared consumer's backlog), by priority.",
     ),
     Described::Gauge(
         "mabeam_coordinator_tasks_ack_pending",
-        "Tasks delivered to coordinators and not yet acknowledged.",
+        "Tasks delivered to coordinators and not yet acknowledged, by priority.",
+    ),
+    Described::Histogram(
+        "mabeam_coordinator_task_queue_wait_seconds",
+        "Time from a task's publication to a coordinator taking it, by priority.",
     ),
 ];
 
@@ -251,18 +256,10 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     .await?;
     mabeam_runtime::metrics::describe(METRICS);
     let js = jetstream::new(base.nats.clone());
-    let tasks_stream = js
-        .get_or_create_stream(stream::Config {
-            name: subjects::TASKS_STREAM.to_owned(),
-            subjects: vec![subjects::TASKS_SUBMIT.to_owned()],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            duplicate_window: config.dedup_window,
-            num_replicas: config.stream_replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| Error::JetStream(format!("task stream: {e}")))?;
+    let queues = TaskQueues {
+        high: task_queue(&js, &config, Priority::High).await?,
+        normal: task_queue(&js, &config, Priority::Normal).await?,
+    };
     js.get_or_create_stream(stream::Config {
         name: subjects::RESULTS_STREAM.to_owned(),
         subjects: vec![subjects::RESULTS_ALL.to_owned()],
@@ -287,20 +284,6 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     })
     .await
     .map_err(|e| Error::JetStream(format!("dead-letter stream: {e}")))?;
-    let consumer: jetstream::consumer::PullConsumer = tasks_stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                ack_wait: config.ack_wait,
-                max_deliver: config.max_deliver,
-                max_ack_pending: 100_000,
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| Error::JetStream(format!("task consumer: {e}")))?;
 
     let sessions_get = base
         .micro
@@ -344,7 +327,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
     let task = tokio::spawn(serve(
         shared,
         base,
-        consumer,
+        queues,
         sessions_get,
         exhausted,
         shutdown,
@@ -354,6 +337,50 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, Error>
         instance,
         task,
     })
+}
+
+/// The task stream of one priority (work-queue retention, so a task is gone once acked)
+/// and the durable pull consumer every replica shares on it. Each priority has a stream of
+/// its own rather than a filtered consumer on one stream: JetStream cannot order across
+/// consumers, and the coordinator's intake must be able to pick high tasks first.
+async fn task_queue(
+    js: &jetstream::Context,
+    config: &Config,
+    queue: Priority,
+) -> Result<jetstream::consumer::PullConsumer, Error> {
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: queue.stream().to_owned(),
+            subjects: vec![queue.subject().to_owned()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            duplicate_window: config.dedup_window,
+            num_replicas: config.stream_replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::JetStream(format!("{queue} task stream: {e}")))?;
+    stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                ack_wait: config.ack_wait,
+                max_deliver: config.max_deliver,
+                max_ack_pending: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| Error::JetStream(format!("{queue} task consumer: {e}")))
+}
+
+/// The shared consumers of both task queues.
+#[derive(Clone)]
+struct TaskQueues {
+    high: jetstream::consumer::PullConsumer,
+    normal: jetstream::consumer::PullConsumer,
 }
 
 /// Runs until `shutdown`, then drains.
@@ -366,23 +393,27 @@ pub async fn run(config: Config, shutdown: Shutdown) -> Result<(), Error> {
 async fn serve(
     shared: Arc<Shared>,
     base: base::Base,
-    consumer: jetstream::consumer::PullConsumer,
+    queues: TaskQueues,
     sessions_get: async_nats::service::endpoint::Endpoint,
     exhausted: async_nats::Subscriber,
     shutdown: Shutdown,
 ) {
     let stop_intake = CancellationToken::new();
-    let consumer_handle = consumer.clone();
+
     let dead_letters = tokio::spawn(deadletter::watch_exhausted(
         shared.clone(),
         exhausted,
         stop_intake.clone(),
     ));
-    let intake = tokio::spawn(pull_tasks(shared.clone(), consumer, stop_intake.clone()));
+    let intake = tokio::spawn(pull_tasks(
+        shared.clone(),
+        queues.clone(),
+        stop_intake.clone(),
+    ));
     let renew = tokio::spawn(renew_leases(shared.clone(), shutdown.clone()));
     let resume = tokio::spawn(resume_orphans(shared.clone(), stop_intake.clone()));
     let api = tokio::spawn(answer_session_queries(shared.clone(), sessions_get));
-    let lag = tokio::spawn(watch_backlog(consumer_handle, shared.config.lag_poll));
+    let lag = tokio::spawn(watch_backlog(queues, shared.config.lag_poll));
 
     shutdown.cancelled().await;
     base.readiness.set_draining();
@@ -408,21 +439,21 @@ async fn serve(
     tracing::info!("coordinator stopped");
 }
 
-async fn pull_tasks(
-    shared: Arc<Shared>,
-    consumer: jetstream::consumer::PullConsumer,
-    stop: CancellationToken,
-) {
+async fn pull(consumer: &jetstream::consumer::PullConsumer) -> Result<pull::Stream, String> {
+    consumer
+        .stream()
+        .max_messages_per_batch(256)
+        .heartbeat(Duration::from_secs(5))
+        .messages()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn pull_tasks(shared: Arc<Shared>, queues: TaskQueues, stop: CancellationToken) {
     loop {
-        let messages = consumer
-            .stream()
-            .max_messages_per_batch(256)
-            .heartbeat(Duration::from_secs(5))
-            .messages()
-            .await;
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
+        let (mut high, mut normal) = match (pull(&queues.high).await, pull(&queues.normal).await) {
+            (Ok(h), Ok(n)) => (h, n),
+            (Err(e), _) | (_, Err(e)) => {
                 tracing::warn!(error = %e, "cannot pull tasks; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
@@ -436,16 +467,19 @@ async fn pull_tasks(
                 p = shared.sessions.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = stop.cancelled() => return,
             };
-            let next = tokio::select! {
-                m = messages.next() => m,
+            // With a slot free, any high task waiting goes before every normal one.
+            let (queue, next) = tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
+                m = high.next() => (Priority::High, m),
+                m = normal.next() => (Priority::Normal, m),
             };
             match next {
                 Some(Ok(msg)) => {
-                    tokio::spawn(intake::handle_task(shared.clone(), msg, permit));
+                    tokio::spawn(intake::handle_task(shared.clone(), msg, queue, permit));
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(error = %e, "task pull error");
+                    tracing::warn!(error = %e, priority = queue.as_str(), "task pull error");
                     if matches!(
                         e.kind(),
                         async_nats::jetstream::consumer::pull::MessagesErrorKind::ConsumerDeleted
@@ -459,23 +493,31 @@ async fn pull_tasks(
     }
 }
 
-/// Publishes the shared task consumer's backlog: tasks not yet delivered to any replica
-/// (`mabeam_coordinator_tasks_pending`) and delivered but not yet acked
-/// (`mabeam_coordinator_tasks_ack_pending`). Every replica reports the same consumer, so
-/// aggregate with `max`, not `sum`.
-async fn watch_backlog(consumer: jetstream::consumer::PullConsumer, every: Duration) {
-    let pending = metrics::gauge!("mabeam_coordinator_tasks_pending");
-    let ack_pending = metrics::gauge!("mabeam_coordinator_tasks_ack_pending");
+/// Publishes each task queue's backlog, by `priority`: tasks not yet delivered to any
+/// replica (`mabeam_coordinator_tasks_pending`) and delivered but not yet acked
+/// (`mabeam_coordinator_tasks_ack_pending`). Every replica reports the same consumers, so
+/// aggregate across instances with `max`, not `sum`.
+async fn watch_backlog(queues: TaskQueues, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        match consumer.get_info().await {
-            Ok(info) => {
-                pending.set(info.num_pending as f64);
-                ack_pending.set(info.num_ack_pending as f64);
+        for (queue, consumer) in [
+            (Priority::High, &queues.high),
+            (Priority::Normal, &queues.normal),
+        ] {
+            let label = queue.as_str();
+            match consumer.get_info().await {
+                Ok(info) => {
+                    metrics::gauge!("mabeam_coordinator_tasks_pending", "priority" => label)
+                        .set(info.num_pending as f64);
+                    metrics::gauge!("mabeam_coordinator_tasks_ack_pending", "priority" => label)
+                        .set(info.num_ack_pending as f64);
+                }
+                // Stale figures stay; the NATS outage shows in mabeam_dependency_up.
+                Err(e) => {
+                    tracing::debug!(error = %e, priority = label, "cannot read a task queue's backlog")
+                }
             }
-            // Stale figures stay; the NATS outage shows in mabeam_dependency_up.
-            Err(e) => tracing::debug!(error = %e, "cannot read the task consumer's backlog"),
         }
     }
 }

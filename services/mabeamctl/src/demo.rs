@@ -4,6 +4,7 @@
 use std::{collections::BTreeMap, io::Write, time::Duration};
 
 use futures::StreamExt as _;
+use mabeam_agent::tasks::TaskClient;
 use mabeam_protocol::{
     fault::{AgentBehaviour, FaultHeal, FaultKind, FaultList, FaultSpec},
     registry::{AgentList, AgentQuery},
@@ -182,8 +183,7 @@ pub async fn run(global: &Global, args: &DemoArgs, out: &mut dyn Write) -> Resul
 
     let prefix = format!("demo-{}", mabeam_runtime::now_ms());
     let tasks = catalogue(&prefix, &json!({"all": true}));
-    let mut js = async_nats::jetstream::new(client.clone());
-    js.set_timeout(global.timeout);
+    let submitter = TaskClient::with_request_timeout(client.clone(), global.timeout);
     // Subject wildcards match whole tokens only, so take every result and keep the demo's.
     let results_subject = subjects::RESULTS_ALL.to_owned();
     let mut results = client
@@ -197,7 +197,10 @@ pub async fn run(global: &Global, args: &DemoArgs, out: &mut dyn Write) -> Resul
     for (_, task) in &tasks {
         let typed: TaskSubmission =
             serde_json::from_value(task.clone()).map_err(|e| CtlError::Demo(e.to_string()))?;
-        submit::publish(&js, &typed, ContentType::MsgPack).await?;
+        submitter
+            .submit(&typed, ContentType::MsgPack)
+            .await
+            .map_err(submit::task_error)?;
     }
     let mut got: BTreeMap<String, TaskResult> = BTreeMap::new();
     let deadline = tokio::time::Instant::now() + args.wait;

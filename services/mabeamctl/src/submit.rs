@@ -1,20 +1,14 @@
-//! `mabeamctl submit`: publish a task on `mabeam.tasks.submit` through JetStream, and with
-//! `--wait` print its result.
+//! `mabeamctl submit`: publish a task through JetStream on the subject of its priority
+//! (`mabeam.tasks.submit` or `mabeam.tasks.submit.high`), and with `--wait` print its result.
 
 use std::{io::Write, path::PathBuf, time::Duration};
 
-use async_nats::{
-    jetstream::{self, context::PublishErrorKind, publish::PublishAck},
-    HeaderMap,
-};
-use futures::StreamExt as _;
+use mabeam_agent::tasks::{Submitted, TaskClient, TaskError};
 use mabeam_protocol::{
-    codec::{decode, encode, CONTENT_TYPE_HEADER},
-    subjects,
-    task::{ParticipantSelector, TaskSubmission},
+    codec::decode,
+    task::{ParticipantSelector, Priority, TaskSubmission},
     AgentId, ContentType, Limits, Status, TaskId, TaskResult, PROTOCOL_VERSION,
 };
-use mabeam_runtime::reply;
 use serde_json::{Map, Value};
 
 use crate::{
@@ -47,10 +41,15 @@ Examples:
   mabeamctl submit -a majority -o A -o B --all --wait
   mabeamctl submit -a weighted --capability ml-eval --count 15 -o resnet -o vit \\
       --proposal 'which model ships' -p threshold=0.6 --wait --json
+  mabeamctl submit -a plurality -o block -o allow --agents a1,a2,a3 -p min_votes=2 \\
+      --priority high --wait
   mabeamctl submit --file task.json --format json
 
 Without --task-id a task id is generated (ctl-<ms>-<hex>); it is the JetStream dedup id
 (Nats-Msg-Id), so re-running with the same --task-id does not queue the task twice.
+
+--priority high queues the task on mabeam.tasks.submit.high: coordinators take every
+waiting high task before any normal one.
 
 --wait exit status: 0 decided, 3 no decision, 4 failed or rejected, 5 no result in time.";
 
@@ -100,6 +99,9 @@ pub struct SubmitArgs {
     /// Task id (and dedup id); generated when absent.
     #[arg(long)]
     pub task_id: Option<TaskId>,
+    /// Queue: high tasks overtake normal ones (overrides the file's `priority`).
+    #[arg(long, value_name = "normal|high")]
+    pub priority: Option<Priority>,
     /// Body encoding on the wire.
     #[arg(long, value_enum, default_value = "msgpack")]
     pub format: WireFormat,
@@ -109,13 +111,6 @@ pub struct SubmitArgs {
     /// How long --wait waits (default: the task's timeout plus 5s).
     #[arg(long, requires = "wait", value_parser = client::parse_duration, value_name = "DURATION")]
     pub wait_timeout: Option<Duration>,
-}
-
-/// A fresh task id: time plus randomness, so ids from many shells do not collide.
-fn generate_task_id() -> Result<TaskId, CtlError> {
-    let suffix: u32 = rand::random();
-    TaskId::new(format!("ctl-{}-{suffix:08x}", mabeam_runtime::now_ms()))
-        .map_err(|e| CtlError::usage(e.to_string()))
 }
 
 /// The task the flags (or the file) describe.
@@ -167,6 +162,7 @@ pub fn build(args: &SubmitArgs) -> Result<TaskSubmission, CtlError> {
                     Value::Object(params)
                 },
                 timeout_ms: args.timeout_ms,
+                priority: None,
             }
         }
     };
@@ -174,7 +170,11 @@ pub fn build(args: &SubmitArgs) -> Result<TaskSubmission, CtlError> {
         task.task_id = Some(id.clone());
     }
     if task.task_id.is_none() {
-        task.task_id = Some(generate_task_id()?);
+        task.task_id =
+            Some(TaskClient::generate_id("ctl").map_err(|e| CtlError::usage(e.to_string()))?);
+    }
+    if args.priority.is_some() {
+        task.priority = args.priority;
     }
     Ok(task)
 }
@@ -185,90 +185,38 @@ pub async fn run(global: &Global, args: &SubmitArgs, out: &mut dyn Write) -> Res
         return Err(CtlError::usage("the task has no id"));
     };
     let ct = ContentType::from(args.format);
-    let client = client::connect(global).await?;
-    let results_subject = subjects::results(&task_id);
+    let tasks = TaskClient::with_request_timeout(client::connect(global).await?, global.timeout);
     // Subscribed before publishing, so even an instant result is not missed.
-    let results = if args.wait {
-        Some(
-            client
-                .subscribe(results_subject.clone())
-                .await
-                .map_err(|e| CtlError::Nats {
-                    subject: results_subject.clone(),
-                    message: e.to_string(),
-                })?,
-        )
+    let mut watch = if args.wait {
+        Some(tasks.watch(&task_id).await.map_err(task_error)?)
     } else {
         None
     };
+    let submitted = tasks.submit(&task, ct).await.map_err(task_error)?;
 
-    let mut js = jetstream::new(client.clone());
-    js.set_timeout(global.timeout);
-    let ack = publish(&js, &task, ct).await?;
-
-    let Some(mut results) = results else {
-        if global.json {
-            let receipt = serde_json::json!({
-                "task_id": task_id,
-                "stream": ack.stream,
-                "sequence": ack.sequence,
-                "duplicate": ack.duplicate,
-            });
-            writeln!(out, "{receipt}")?;
-        } else if ack.duplicate {
-            writeln!(
-                out,
-                "task {task_id} was already submitted (same id within the stream's \
-                 duplicate window): not queued again"
-            )?;
-        } else {
-            writeln!(
-                out,
-                "submitted task {task_id} (stream {}, sequence {})",
-                ack.stream, ack.sequence
-            )?;
-        }
+    let Some(watch) = &mut watch else {
+        print_receipt(global, &submitted, out)?;
         return Ok(exit::OK);
     };
 
     let waited = args.wait_timeout.unwrap_or_else(|| {
         Duration::from_millis(task.timeout_ms.unwrap_or(DEFAULT_TASK_TIMEOUT_MS)) + WAIT_MARGIN
     });
-    let deadline = tokio::time::Instant::now() + waited;
-    let result = if ack.duplicate {
+    let stored = if submitted.duplicate {
         // The first submission may have finished already: its result is in the stream.
-        stored_result(&js, &results_subject).await
+        tasks.stored_result(&task_id).await
     } else {
         None
     };
-    let result = match result {
+    let result = match stored {
         Some(result) => result,
-        None => loop {
-            let message = tokio::time::timeout_at(deadline, results.next())
-                .await
-                .map_err(|_| CtlError::ResultTimeout {
-                    task_id: task_id.clone(),
-                    waited,
-                })?
-                .ok_or_else(|| CtlError::Nats {
-                    subject: results_subject.clone(),
-                    message: "the connection closed".into(),
-                })?;
-            match reply::decode_message::<TaskResult>(
-                message.headers.as_ref(),
-                &message.payload,
-                &Limits::default(),
-            ) {
-                Ok((result, _)) => break result,
-                Err(e) => {
-                    // Not ours to judge: say so and keep waiting for a readable one.
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "mabeamctl: skipping an undecodable message on {results_subject}: {e}"
-                    );
-                }
-            }
-        },
+        None => watch
+            .wait_until(tokio::time::Instant::now() + waited)
+            .await
+            .map_err(|e| match e {
+                TaskError::NoResult { task_id, .. } => CtlError::ResultTimeout { task_id, waited },
+                other => task_error(other),
+            })?,
     };
     print_result(global, &result, out)?;
     Ok(match result.status {
@@ -278,44 +226,44 @@ pub async fn run(global: &Global, args: &SubmitArgs, out: &mut dyn Write) -> Res
     })
 }
 
-/// Publishes a task through JetStream with its id as `Nats-Msg-Id` (the dedup id), and
-/// waits for the stream's acknowledgement.
-pub async fn publish(
-    js: &jetstream::Context,
-    task: &TaskSubmission,
-    ct: ContentType,
-) -> Result<PublishAck, CtlError> {
-    let body = encode(ct, task).map_err(|e| CtlError::usage(e.to_string()))?;
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE_HEADER, ct.header_value());
-    if let Some(id) = &task.task_id {
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+fn print_receipt(
+    global: &Global,
+    submitted: &Submitted,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let task_id = &submitted.task_id;
+    if global.json {
+        let receipt = serde_json::json!({
+            "task_id": task_id,
+            "stream": submitted.stream,
+            "sequence": submitted.sequence,
+            "duplicate": submitted.duplicate,
+        });
+        writeln!(out, "{receipt}")?;
+    } else if submitted.duplicate {
+        writeln!(
+            out,
+            "task {task_id} was already submitted (same id within the stream's \
+             duplicate window): not queued again"
+        )?;
+    } else {
+        writeln!(
+            out,
+            "submitted task {task_id} (stream {}, sequence {})",
+            submitted.stream, submitted.sequence
+        )?;
     }
-    let failed = |kind: PublishErrorKind, message: String| match kind {
-        PublishErrorKind::StreamNotFound => CtlError::NoTaskStream,
-        _ => CtlError::Nats {
-            subject: subjects::TASKS_SUBMIT.to_owned(),
-            message,
-        },
-    };
-    js.publish_with_headers(subjects::TASKS_SUBMIT, headers, body.into())
-        .await
-        .map_err(|e| failed(e.kind(), e.to_string()))?
-        .await
-        .map_err(|e| failed(e.kind(), e.to_string()))
+    Ok(())
 }
 
-/// The last result kept in the results stream for this subject, if any.
-pub async fn stored_result(js: &jetstream::Context, subject: &str) -> Option<TaskResult> {
-    let stream = js.get_stream(subjects::RESULTS_STREAM).await.ok()?;
-    let message = stream.get_last_raw_message_by_subject(subject).await.ok()?;
-    reply::decode_message::<TaskResult>(
-        Some(&message.headers),
-        &message.payload,
-        &Limits::default(),
-    )
-    .ok()
-    .map(|(result, _)| result)
+/// A failed submission or wait, as mabeamctl reports it.
+pub(crate) fn task_error(e: TaskError) -> CtlError {
+    match e {
+        TaskError::NoTaskStream { .. } => CtlError::NoTaskStream,
+        TaskError::NoResult { task_id, waited } => CtlError::ResultTimeout { task_id, waited },
+        TaskError::NoTaskId | TaskError::Encode(_) => CtlError::usage(e.to_string()),
+        TaskError::Nats { subject, message } => CtlError::Nats { subject, message },
+    }
 }
 
 pub fn print_result(
@@ -386,6 +334,13 @@ mod tests {
         );
         assert_eq!(task.proposal, Value::String("which one".into()));
         assert_eq!(task.timeout_ms, Some(900));
+        assert_eq!(task.priority, None, "the subject decides unless asked");
+        let urgent = build(&args(&["-a", "majority", "--all", "--priority", "high"])).unwrap();
+        assert_eq!(urgent.priority, Some(Priority::High));
+        assert_eq!(
+            urgent.requested_priority().subject(),
+            "mabeam.tasks.submit.high"
+        );
 
         let task = build(&args(&[
             "-a",
@@ -422,6 +377,7 @@ mod tests {
             vec!["submit", "--file", "t.json", "-a", "m"],
             vec!["submit", "--all"],
             vec!["submit", "-a", "m", "--all", "--wait-timeout", "3s"],
+            vec!["submit", "-a", "m", "--all", "--priority", "urgent"],
         ] {
             let mut full = vec!["mabeamctl"];
             full.extend(line.iter().copied());

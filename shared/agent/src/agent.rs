@@ -11,8 +11,8 @@ use std::{
 
 use async_nats::Client;
 use mabeam_protocol::{
-    fault::AgentFaultCommand, registry::Registration, AgentId, AgentKeypair, Limits, PublicKey,
-    PROTOCOL_VERSION,
+    fault::AgentFaultCommand, group::GroupMessage, registry::Registration, AgentId, AgentKeypair,
+    Limits, PublicKey, PROTOCOL_VERSION,
 };
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,22 @@ impl Default for Settings {
     }
 }
 
+/// What an agent does with the group messages it receives ([`AgentBuilder::on_message`]).
+#[derive(Clone)]
+pub(crate) struct MessageHandler(Arc<dyn Fn(&GroupMessage) + Send + Sync>);
+
+impl MessageHandler {
+    pub(crate) fn handle(&self, message: &GroupMessage) {
+        (self.0)(message);
+    }
+}
+
+impl std::fmt::Debug for MessageHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MessageHandler")
+    }
+}
+
 #[derive(Debug)]
 enum KeySource {
     Generate,
@@ -91,6 +107,7 @@ pub struct AgentBuilder<D> {
     load: (f64, f64),
     faults: Vec<AgentFaultCommand>,
     seed: Option<u64>,
+    on_message: Option<MessageHandler>,
 }
 
 impl<D> AgentBuilder<D> {
@@ -180,6 +197,14 @@ impl<D> AgentBuilder<D> {
         self
     }
 
+    /// Called with every group message sent to this agent (a swarm broadcast, see
+    /// [`crate::swarm`]), on the agent's own task: keep it short, or hand the message to a
+    /// channel. Without a handler, messages are counted and dropped.
+    pub fn on_message(mut self, handler: impl Fn(&GroupMessage) + Send + Sync + 'static) -> Self {
+        self.on_message = Some(MessageHandler(Arc::new(handler)));
+        self
+    }
+
     pub fn decider<E: Decider>(self, decider: E) -> AgentBuilder<E> {
         AgentBuilder {
             id: self.id,
@@ -193,6 +218,7 @@ impl<D> AgentBuilder<D> {
             load: self.load,
             faults: self.faults,
             seed: self.seed,
+            on_message: self.on_message,
         }
     }
 }
@@ -265,6 +291,7 @@ impl<D: Decider> AgentBuilder<D> {
             load: LoadHandle::new(load, capacity),
             faults: self.faults,
             seed: self.seed.unwrap_or_else(|| rand::thread_rng().gen()),
+            on_message: self.on_message,
         })
     }
 }
@@ -280,6 +307,7 @@ pub struct Agent<D> {
     pub(crate) load: LoadHandle,
     pub(crate) faults: Vec<AgentFaultCommand>,
     pub(crate) seed: u64,
+    pub(crate) on_message: Option<MessageHandler>,
 }
 
 impl Agent<()> {
@@ -297,6 +325,7 @@ impl Agent<()> {
             load: (0.0, 1.0),
             faults: Vec::new(),
             seed: None,
+            on_message: None,
         }
     }
 }

@@ -42,6 +42,11 @@
 //! Every agent carries the fault layer ([`faults`]) that the fault-injector drives with
 //! `AgentFaultCommand`s on `mabeam.agents.<id>.faults`.
 //!
+//! The client side is here too: [`tasks`] submits tasks (at normal or high priority) and
+//! waits for their results; [`swarm`] works with a group of agents as one — broadcast to
+//! them (agents receive it through [`AgentBuilder::on_message`]), ask them for consensus
+//! with a number of required votes, distribute work among them by a strategy.
+//!
 //! Metrics (shared by every agent of a process): `mabeam_agent_proposals_total{algorithm}`,
 //! `mabeam_agent_votes_sent_total`, `mabeam_agent_publish_failures_total`,
 //! `mabeam_agent_faults_active`, `mabeam_agent_decide_duration_seconds`,
@@ -49,7 +54,8 @@
 //! `mabeam_agent_heartbeat_failures_total{reason}`,
 //! `mabeam_agent_deregistration_failures_total{reason}`,
 //! `mabeam_agent_messages_refused_total{reason}`, `mabeam_agent_byzantine_decided_total`,
-//! `mabeam_agent_equivocations_seen_total`; the LLM decider ([`llm`]) adds
+//! `mabeam_agent_equivocations_seen_total`, `mabeam_agent_group_messages_total{outcome}`;
+//! the LLM decider ([`llm`]) adds
 //! `mabeam_agent_llm_requests_total{outcome}`, `mabeam_agent_llm_request_duration_seconds`,
 //! `mabeam_agent_llm_fallbacks_total{reason}` and
 //! `mabeam_agent_llm_breaker_transitions_total{to}`.
@@ -64,6 +70,8 @@ pub mod llm;
 mod registry;
 mod runner;
 mod stats;
+pub mod swarm;
+pub mod tasks;
 
 pub use agent::{Agent, AgentBuilder, LoadHandle};
 pub use decide::{Decider, Round, Vote};

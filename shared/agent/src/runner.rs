@@ -21,6 +21,7 @@ use mabeam_consensus::replica::{ByzantineReplica, ReplicaEffect};
 use mabeam_protocol::{
     codec::{encode, ContentType},
     fault::AgentFaultCommand,
+    group::GroupMessage,
     registry::{Deregistration, Heartbeat, Registration},
     session::{
         Ballot, Phase, Proposal, RoundContext, SessionClosed, VoteValue, MESSAGE_TYPE_HEADER,
@@ -37,7 +38,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    agent::{Agent, LoadHandle, Settings},
+    agent::{Agent, LoadHandle, MessageHandler, Settings},
     decide::{Decider, Round, Vote},
     faults::{self, Body, ByzantinePlan, Content, Effective, FaultState, Planned},
     honest::{mix, options_of},
@@ -154,6 +155,7 @@ pub(crate) struct Runner<D> {
     heartbeat_in_flight: bool,
     decisions: FuturesUnordered<BoxFuture<'static, Decided>>,
     calls: FuturesUnordered<BoxFuture<'static, CallDone>>,
+    on_message: Option<MessageHandler>,
 }
 
 /// The next message of any Byzantine session's vote subscription.
@@ -235,6 +237,7 @@ impl<D: Decider> Runner<D> {
             heartbeat_in_flight: false,
             decisions: FuturesUnordered::new(),
             calls: FuturesUnordered::new(),
+            on_message: agent.on_message,
         }
     }
 
@@ -378,6 +381,28 @@ impl<D: Decider> Runner<D> {
             }
         } else if subject.ends_with(".inbox") {
             self.on_inbox(message).await;
+        } else if subject.ends_with(".messages") {
+            self.on_group_message(&message);
+        }
+    }
+
+    fn on_group_message(&self, message: &async_nats::Message) {
+        // A crashed process hears nothing.
+        if self.eff.crashed {
+            return;
+        }
+        match reply::decode_message::<GroupMessage>(
+            message.headers.as_ref(),
+            &message.payload,
+            &self.settings.limits,
+        ) {
+            Ok((group_message, _)) => {
+                stats::group_message(self.on_message.is_some());
+                if let Some(handler) = &self.on_message {
+                    handler.handle(&group_message);
+                }
+            }
+            Err(e) => self.refuse("bad_group_message", &e.to_string()),
         }
     }
 

@@ -55,6 +55,10 @@ pub const METRICS: &[Described] = &[
         "mabeam_agent_equivocations_seen_total",
         "Equivocating peers the agents' Byzantine replicas noticed.",
     ),
+    Described::Counter(
+        "mabeam_agent_group_messages_total",
+        "Group messages (swarm broadcasts) the agents received, by outcome: handled, or unhandled when the agent has no message handler.",
+    ),
 ];
 
 /// A bounded label for a proposal's algorithm (the wire may carry any string).
@@ -111,6 +115,12 @@ pub(crate) fn refused(reason: &'static str) {
 
 pub(crate) fn byzantine_decided() {
     metrics::counter!("mabeam_agent_byzantine_decided_total").increment(1);
+}
+
+/// A group message reached an agent; `handled` when it has a handler.
+pub(crate) fn group_message(handled: bool) {
+    let outcome = if handled { "handled" } else { "unhandled" };
+    metrics::counter!("mabeam_agent_group_messages_total", "outcome" => outcome).increment(1);
 }
 
 pub(crate) fn equivocation_seen() {

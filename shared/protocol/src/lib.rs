@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod error;
 pub mod fault;
+pub mod group;
 pub mod ids;
 pub mod registry;
 pub mod result;

@@ -8,6 +8,10 @@ use crate::{telemetry::Service, AgentId, SessionId, TaskId};
 pub const TASKS_SUBMIT: &str = "mabeam.tasks.submit";
 /// JetStream stream capturing [`TASKS_SUBMIT`] (work-queue retention).
 pub const TASKS_STREAM: &str = "MABEAM_TASKS";
+/// Users publish high-priority tasks here: coordinators take them before normal ones.
+pub const TASKS_SUBMIT_HIGH: &str = "mabeam.tasks.submit.high";
+/// JetStream stream capturing [`TASKS_SUBMIT_HIGH`] (work-queue retention).
+pub const TASKS_HIGH_STREAM: &str = "MABEAM_TASKS_HIGH";
 /// Task messages the coordinators gave up on (undeliverable after `max_deliver` attempts),
 /// each with its original body and headers plus the reason.
 pub const TASKS_DEADLETTER: &str = "mabeam.tasks.deadletter";
@@ -19,8 +23,11 @@ pub const DEADLETTER_REASON_HEADER: &str = "Mabeam-Deadletter-Reason";
 pub const DEADLETTER_TASK_HEADER: &str = "Mabeam-Task-Id";
 /// Header of a dead letter: how many times the task message was delivered.
 pub const DEADLETTER_DELIVERIES_HEADER: &str = "Mabeam-Deliveries";
-/// Header of a dead letter: the task message's sequence in [`TASKS_STREAM`].
+/// Header of a dead letter: the task message's sequence in its task stream.
 pub const DEADLETTER_SEQUENCE_HEADER: &str = "Mabeam-Stream-Sequence";
+/// Header of a dead letter: the task stream it came from ([`TASKS_STREAM`] or
+/// [`TASKS_HIGH_STREAM`]).
+pub const DEADLETTER_STREAM_HEADER: &str = "Mabeam-Stream";
 /// JetStream stream keeping results for replay.
 pub const RESULTS_STREAM: &str = "MABEAM_RESULTS";
 /// Every result subject.
@@ -56,6 +63,12 @@ pub fn agent_inbox(agent: &AgentId) -> String {
     format!("mabeam.agents.{agent}.inbox")
 }
 
+/// `mabeam.agents.<agent_id>.messages`: application messages to one agent (a group
+/// broadcast's copy for it).
+pub fn agent_messages(agent: &AgentId) -> String {
+    format!("mabeam.agents.{agent}.messages")
+}
+
 /// `mabeam.agents.<agent_id>.faults`: fault commands for one agent's fault layer.
 pub fn agent_faults(agent: &AgentId) -> String {
     format!("mabeam.agents.{agent}.faults")
@@ -89,6 +102,7 @@ mod tests {
         let task = TaskId::new("t-3").unwrap();
         assert_eq!(results(&task), "mabeam.results.t-3");
         assert_eq!(agent_inbox(&agent), "mabeam.agents.a-1.inbox");
+        assert_eq!(agent_messages(&agent), "mabeam.agents.a-1.messages");
         assert_eq!(
             session_votes(&session, &agent),
             "mabeam.sessions.s-9.votes.a-1"

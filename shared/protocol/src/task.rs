@@ -1,8 +1,9 @@
-//! Task intake: what users publish on `mabeam.tasks.submit`.
+//! Task intake: what users publish on `mabeam.tasks.submit` (or, for high priority,
+//! `mabeam.tasks.submit.high`).
 
 use serde::{Deserialize, Serialize};
 
-use crate::{codec::impl_message, current_version, AgentId, TaskId};
+use crate::{codec::impl_message, current_version, subjects, AgentId, TaskId};
 
 /// A coordination task. JSON or MessagePack; `v`, `task_id`, `options`, `params` and
 /// `timeout_ms` may be omitted.
@@ -28,9 +29,84 @@ pub struct TaskSubmission {
     pub params: serde_json::Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    /// The queue the task waits in. The subject it is published on decides; when given, the
+    /// field must name that subject's priority (a client that meant `high` but published on
+    /// the normal subject is told so, not silently queued behind everything else).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
 }
 
 impl_message!(TaskSubmission => "task submission");
+
+impl TaskSubmission {
+    /// The priority this task asks for: its field, else normal.
+    pub fn requested_priority(&self) -> Priority {
+        self.priority.unwrap_or_default()
+    }
+}
+
+/// Which task queue a task waits in. A coordinator with a free session slot takes every
+/// waiting high task before any normal one, so high tasks overtake normal ones under load
+/// (strictly: a steady stream of high tasks can hold normal ones back).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    #[default]
+    Normal,
+    High,
+}
+
+impl Priority {
+    pub const ALL: [Priority; 2] = [Priority::High, Priority::Normal];
+
+    /// The wire name, also used as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::High => "high",
+        }
+    }
+
+    /// The subject tasks of this priority are published on.
+    pub fn subject(self) -> &'static str {
+        match self {
+            Self::Normal => subjects::TASKS_SUBMIT,
+            Self::High => subjects::TASKS_SUBMIT_HIGH,
+        }
+    }
+
+    /// The JetStream work-queue stream holding tasks of this priority.
+    pub fn stream(self) -> &'static str {
+        match self {
+            Self::Normal => subjects::TASKS_STREAM,
+            Self::High => subjects::TASKS_HIGH_STREAM,
+        }
+    }
+
+    /// The priority of a task stream, by its name.
+    pub fn of_stream(stream: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.stream() == stream)
+    }
+}
+
+impl std::fmt::Display for Priority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Priority {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown priority {s:?} (normal or high)"))
+    }
+}
 
 /// Who takes part in a session.
 ///
@@ -87,5 +163,45 @@ impl TryFrom<ParticipantFields> for ParticipantSelector {
                     .into(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn priority_names_its_subject_and_stream_and_parses_back() {
+        for p in Priority::ALL {
+            assert_eq!(p.as_str().parse::<Priority>(), Ok(p));
+            assert_eq!(Priority::of_stream(p.stream()), Some(p));
+        }
+        assert_eq!(Priority::High.subject(), "mabeam.tasks.submit.high");
+        assert_eq!(Priority::Normal.subject(), "mabeam.tasks.submit");
+        assert_ne!(Priority::High.stream(), Priority::Normal.stream());
+        assert!("urgent"
+            .parse::<Priority>()
+            .unwrap_err()
+            .contains("normal or high"));
+        assert_eq!(Priority::of_stream("OTHER"), None);
+    }
+
+    #[test]
+    fn priority_is_optional_on_the_wire_and_normal_when_absent() {
+        let task: TaskSubmission =
+            serde_json::from_str(r#"{"algorithm": "majority", "participants": {"all": true}}"#)
+                .unwrap();
+        assert_eq!(task.priority, None);
+        assert_eq!(task.requested_priority(), Priority::Normal);
+        assert!(!serde_json::to_string(&task).unwrap().contains("priority"));
+        let high: TaskSubmission = serde_json::from_str(
+            r#"{"algorithm": "majority", "participants": {"all": true}, "priority": "high"}"#,
+        )
+        .unwrap();
+        assert_eq!(high.requested_priority(), Priority::High);
+        assert!(serde_json::from_str::<TaskSubmission>(
+            r#"{"algorithm": "majority", "participants": {"all": true}, "priority": "asap"}"#,
+        )
+        .is_err());
     }
 }

@@ -15,6 +15,7 @@ use mabeam_protocol::{
         ActiveFault, AgentBehaviour, AgentFaultCommand, FaultHeal, FaultKind, FaultList, FaultSpec,
         Link, LinkFault,
     },
+    group::GroupMessage,
     registry::{
         AgentInfo, AgentList, AgentQuery, AgentStatus, AgreementReport, Deregistration, Heartbeat,
         Registration, RegistryAck,
@@ -28,7 +29,7 @@ use mabeam_protocol::{
         SessionClosed, SessionQuery, SessionView, TaskState, VoteValue,
     },
     signing::EnvelopeHeader,
-    task::{ParticipantSelector, TaskSubmission},
+    task::{ParticipantSelector, Priority, TaskSubmission},
     telemetry::{AuditPage, AuditQuery, AuditRecord, EventKind, Service, TelemetryEvent},
     AgentId, AgentKeypair, ContentType, DecodeError, ErrorReply, Limits, Message, PublicKey,
     SessionId, SignedEnvelope, TaskId, PROTOCOL_VERSION,
@@ -76,6 +77,7 @@ fn decode_with_every_decoder(
         one::<FaultHeal>(content_type, bytes, limits),
         one::<FaultList>(content_type, bytes, limits),
         one::<AgentFaultCommand>(content_type, bytes, limits),
+        one::<GroupMessage>(content_type, bytes, limits),
         one::<TelemetryEvent>(content_type, bytes, limits),
         one::<AuditQuery>(content_type, bytes, limits),
         one::<AuditPage>(content_type, bytes, limits),
@@ -163,6 +165,7 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
         },
         params: json!({"rounds": p.n}),
         timeout_ms: Some(p.n),
+        priority: (pick(2) == 0).then_some(Priority::High),
     })?;
     visitor.visit(Ballot {
         v,
@@ -456,6 +459,14 @@ fn visit_samples(p: &Params, v: u16, visitor: &mut impl Visitor) -> Result<(), T
         behaviour: Some(behaviour),
         unreachable: vec![agent.clone()],
         coordinator_unreachable: true,
+    })?;
+    visitor.visit(GroupMessage {
+        v,
+        group: p.text.clone(),
+        from: agent.to_string(),
+        topic: p.text.clone(),
+        body: json!({"text": p.text, "n": p.n}),
+        sent_ms: p.n,
     })?;
     let event = TelemetryEvent {
         v,

@@ -18,6 +18,7 @@ use mabeam_protocol::{
         ActiveFault, AgentBehaviour, AgentFaultCommand, FaultHeal, FaultKind, FaultList, FaultSpec,
         Link, LinkFault,
     },
+    group::GroupMessage,
     registry::{
         AgentInfo, AgentList, AgentQuery, AgentStatus, AgreementReport, Deregistration, Heartbeat,
         Registration, RegistryAck,
@@ -31,7 +32,7 @@ use mabeam_protocol::{
         SessionClosed, SessionQuery, SessionView, TaskState, VoteValue,
     },
     signing::EnvelopeHeader,
-    task::{ParticipantSelector, TaskSubmission},
+    task::{ParticipantSelector, Priority, TaskSubmission},
     telemetry::{AuditPage, AuditQuery, AuditRecord, EventKind, Service, TelemetryEvent},
     AgentId, AgentKeypair, ContentType, ErrorReply, Limits, Message, PublicKey, SessionId,
     SignedEnvelope, TaskId, PROTOCOL_VERSION,
@@ -350,6 +351,7 @@ prop_compose! {
         participants in participant_selector(),
         params in json_value(),
         timeout_ms in proptest::option::of(any::<u64>()),
+        priority in proptest::option::of(prop_oneof![Just(Priority::Normal), Just(Priority::High)]),
     ) -> TaskSubmission {
         TaskSubmission {
             v: PROTOCOL_VERSION,
@@ -360,6 +362,7 @@ prop_compose! {
             participants,
             params,
             timeout_ms,
+            priority,
         }
     }
 }
@@ -892,6 +895,18 @@ prop_compose! {
     }
 }
 
+prop_compose! {
+    fn group_message()(
+        group in text(),
+        from in text(),
+        topic in text(),
+        body in json_value(),
+        sent_ms in any::<u64>(),
+    ) -> GroupMessage {
+        GroupMessage { v: PROTOCOL_VERSION, group, from, topic, body, sent_ms }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Telemetry.
 
@@ -1152,6 +1167,11 @@ proptest! {
 
     #[test]
     fn agent_fault_command_roundtrips_in_msgpack_and_json(message in agent_fault_command()) {
+        assert_roundtrips(&message)?;
+    }
+
+    #[test]
+    fn group_message_roundtrips_in_msgpack_and_json(message in group_message()) {
         assert_roundtrips(&message)?;
     }
 
