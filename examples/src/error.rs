@@ -1,6 +1,6 @@
 //! Why a scenario could not run (as opposed to running and failing its checks).
 
-use mabeam_agent::{tasks::TaskError, AgentError};
+use mabeam_agent::{swarm::SwarmError, tasks::TaskError, AgentError};
 use mabeam_ctl::CtlError;
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,8 @@ pub enum ScenarioError {
     /// A task could not be submitted, or its result did not come.
     #[error(transparent)]
     Tasks(#[from] TaskError),
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
     #[error("invalid task: {0}")]
     Task(String),
     #[error("NATS: {0}")]

@@ -163,6 +163,11 @@ impl Ctx {
         Ok(ctx)
     }
 
+    /// The task client on this connection.
+    pub fn tasks(&self) -> &TaskClient {
+        &self.tasks
+    }
+
     /// `<prefix>-<name>`.
     pub fn id(&self, name: &str) -> String {
         format!("{}-{name}", self.prefix)

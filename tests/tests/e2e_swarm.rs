@@ -12,11 +12,10 @@ use std::{
 };
 
 use mabeam_agent::{
-    swarm::{ConsensusRequest, Members, Swarm, SwarmError},
+    swarm::{ConsensusRequest, Members, OnTie, Strategy, Swarm, SwarmError, WorkItem},
     tasks::TaskClient,
     Agent, Opinion,
 };
-use mabeam_consensus::algorithm::{OnTie, Strategy, WorkItem};
 use mabeam_protocol::{group::GroupMessage, task::Priority, AgentId, ErrorCode, Outcome, Status};
 use mabeam_testkit::metric_sample;
 use mabeam_tests::{Stack, StackOptions};

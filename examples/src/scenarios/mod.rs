@@ -7,6 +7,7 @@ pub mod ensemble;
 pub mod hierarchical;
 pub mod partitions;
 pub mod scale;
+pub mod swarm;
 pub mod training;
 
 use std::time::Instant;
@@ -54,6 +55,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "ensemble",
         "LLM ensemble reasoning: 13 agents in 5 specialisations, per-group then cross-group",
     ),
+    (
+        "swarm",
+        "fraud-detection swarm: broadcast, required votes, work by strategy, a tie escalated",
+    ),
 ];
 
 /// Runs scenario `name`; a scenario that cannot run reports a failed "scenario ran" check.
@@ -68,6 +73,7 @@ pub async fn run(ctx: &Ctx, name: &str, size: Size) -> Result<ScenarioReport, Sc
         "partitions" => partitions::run(ctx, size, &mut report).await,
         "training" => training::run(ctx, size, &mut report).await,
         "ensemble" => ensemble::run(ctx, size, &mut report).await,
+        "swarm" => swarm::run(ctx, size, &mut report).await,
         other => return Err(ScenarioError::Unknown(other.to_owned())),
     };
     if let Err(e) = outcome {

@@ -11,8 +11,10 @@
 //!
 //! ```no_run
 //! use std::time::Duration;
-//! use mabeam_agent::{swarm::{ConsensusRequest, Members, Swarm}, tasks::TaskClient};
-//! use mabeam_consensus::algorithm::{Strategy, WorkItem};
+//! use mabeam_agent::{
+//!     swarm::{ConsensusRequest, Members, Strategy, Swarm, WorkItem},
+//!     tasks::TaskClient,
+//! };
 //!
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! let client = async_nats::connect("nats://127.0.0.1:4222").await?;
@@ -41,7 +43,9 @@
 
 use std::{collections::BTreeMap, time::Duration};
 
-use mabeam_consensus::algorithm::{DistributionParams, OnTie, Strategy, WorkItem};
+use mabeam_consensus::algorithm::DistributionParams;
+/// The vocabulary of the helpers' parameters, so callers need no other crate.
+pub use mabeam_consensus::algorithm::{OnTie, Strategy, WorkItem};
 use mabeam_protocol::{
     codec::encode,
     group::GroupMessage,
