@@ -399,7 +399,6 @@ async fn serve(
     shutdown: Shutdown,
 ) {
     let stop_intake = CancellationToken::new();
-
     let dead_letters = tokio::spawn(deadletter::watch_exhausted(
         shared.clone(),
         exhausted,
