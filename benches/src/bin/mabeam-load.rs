@@ -67,6 +67,11 @@ struct RunArgs {
     /// Coordinator replicas of a stack started here.
     #[arg(long, env = "COORDINATORS", default_value_t = 1)]
     coordinators: usize,
+    /// Sessions each coordinator of a stack started here runs at once
+    /// (`MABEAM_MAX_SESSIONS`; the product default when absent). Bounded, the rest wait in
+    /// the task queues, high priority first.
+    #[arg(long, env = "MAX_SESSIONS")]
+    max_sessions: Option<usize>,
     /// Where report.json and report.html go (default target/load-test/<profile>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -177,6 +182,9 @@ async fn load(args: RunArgs) -> anyhow::Result<bool> {
     if args.profile == Profile::Soak {
         // Results kept two minutes: Redis can reach its plateau within the run.
         env.push(("MABEAM_RESULT_TTL_S".into(), "120".into()));
+    }
+    if let Some(n) = args.max_sessions {
+        env.push(("MABEAM_MAX_SESSIONS".into(), n.to_string()));
     }
     let target = stack::start(&StackSpec {
         name: format!("load-{}", args.profile),

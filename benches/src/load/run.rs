@@ -117,6 +117,7 @@ async fn schedule(
             .map_err(|e| e.to_string())
             .and_then(|tid| scenario.task(tid).map_err(|e| e.to_string()))
             .and_then(|task| encode(ContentType::MsgPack, &task).map_err(|e| e.to_string()));
+        let subject = scenario.priority.subject();
         let _ = tx.send(Event::Sent {
             key: k,
             scenario: index,
@@ -136,10 +137,7 @@ async fn schedule(
         tokio::spawn(async move {
             let mut headers = reply::headers_for(ContentType::MsgPack);
             headers.insert("Nats-Msg-Id", id.as_str());
-            let acked = match js
-                .publish_with_headers(subjects::TASKS_SUBMIT, headers, body.into())
-                .await
-            {
+            let acked = match js.publish_with_headers(subject, headers, body.into()).await {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };

@@ -16,7 +16,9 @@ use futures::{stream, StreamExt as _};
 use mabeam_protocol::{
     codec::{decode, encode, ContentType},
     fault::AgentBehaviour,
-    subjects, Limits, Status, TaskId, TaskResult,
+    subjects,
+    task::Priority,
+    Limits, Status, TaskId, TaskResult,
 };
 use mabeam_runtime::reply;
 use serde::Serialize;
@@ -136,6 +138,7 @@ pub async fn rung(
         base_rate: 0.0,
         noise: 0.0,
         timeout_ms: 60_000,
+        priority: Priority::Normal,
     };
     let mut fleets = Fleets::default();
     let registering = Instant::now();
@@ -225,6 +228,7 @@ pub async fn concurrency(
         base_rate: 0.0,
         noise: 0.0,
         timeout_ms: u64::try_from(hold.as_millis()).unwrap_or(u64::MAX),
+        priority: Priority::Normal,
     };
     let mut fleets = Fleets::default();
     fleets.spawn(target, &scenario, 2000, logs)?;

@@ -4,7 +4,7 @@
 
 use mabeam_protocol::{
     fault::AgentBehaviour,
-    task::{ParticipantSelector, TaskSubmission},
+    task::{ParticipantSelector, Priority, TaskSubmission},
     AgentId, IdError, TaskId, PROTOCOL_VERSION,
 };
 use serde_json::json;
@@ -44,6 +44,8 @@ pub struct Scenario {
     pub noise: f64,
     /// Session timeout.
     pub timeout_ms: u64,
+    /// The queue its tasks go to.
+    pub priority: Priority,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,7 @@ fn choice(name: &str, algorithm: &'static str, agents: usize, base_rate: f64) ->
         base_rate,
         noise: 0.0,
         timeout_ms: 10_000,
+        priority: Priority::Normal,
     }
 }
 
@@ -86,6 +89,14 @@ fn iterative(name: &str, agents: usize, base_rate: f64) -> Scenario {
         noise: 0.1,
         ..choice(name, "iterative", agents, base_rate)
     }
+}
+
+/// The same tasks through the high-priority queue: with a coordinator's session slots
+/// bounded (`--max-sessions`), they should overtake the others once the slots run out.
+fn high_priority(mut s: Scenario) -> Scenario {
+    s.name = format!("{}-high", s.name);
+    s.priority = Priority::High;
+    s
 }
 
 fn with_fault(mut s: Scenario, agents: usize, behaviour: AgentBehaviour) -> Scenario {
@@ -122,6 +133,7 @@ pub fn catalogue(tiny: bool) -> Vec<Scenario> {
         byzantine("byzantine-13", 13, 4, 5.0),
         byzantine("byzantine-100", 100, 33, 0.25),
         iterative("iterative-20", 20, 5.0),
+        high_priority(choice("majority-5", "majority", 5, 5.0)),
         // Silent agents keep heartbeating (they stay eligible) but never vote: crash faults
         // at the tolerated bound.
         with_fault(
@@ -196,7 +208,7 @@ impl Scenario {
             participants,
             params: self.params.clone(),
             timeout_ms: Some(self.timeout_ms),
-            priority: None,
+            priority: Some(self.priority),
         })
     }
 }

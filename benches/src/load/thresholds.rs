@@ -28,7 +28,7 @@ pub fn defaults(scenario: &str) -> Bounds {
         ..Bounds::default()
     };
     match scenario {
-        "majority-5" => Bounds {
+        "majority-5" | "majority-5-high" => Bounds {
             p50_ms: Some(1.0),
             p99_ms: Some(5.0),
             ..zero_errors
