@@ -313,10 +313,9 @@ impl Swarm {
                 })?;
         }
         // Published means handed to the server, not merely queued in this client.
-        client.flush().await.map_err(|e| SwarmError::Publish {
-            agent: members[0].clone(),
-            subject: subjects::agent_messages(&members[0]),
-            message: e.to_string(),
+        client.flush().await.map_err(|e| TaskError::Nats {
+            subject: "mabeam.agents.*.messages".into(),
+            message: format!("cannot flush the broadcast: {e}"),
         })?;
         Ok(members)
     }
