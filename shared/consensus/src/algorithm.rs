@@ -4,7 +4,7 @@
 use mabeam_protocol::AgentId;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use crate::ConfigError;
+use crate::{tally::choice::ChoiceRule, ConfigError};
 
 /// Options used when a choice-based task lists none: a yes/no vote on the proposal.
 pub const DEFAULT_OPTIONS: [&str; 2] = ["accept", "reject"];
@@ -550,16 +550,6 @@ impl AlgorithmSpec {
         }
     }
 
-    /// The tie policy of a choice-family algorithm (none for the others).
-    pub fn on_tie(&self) -> Option<&OnTie> {
-        match self {
-            Self::Majority(c) | Self::Unanimous(c) | Self::Plurality(c) => Some(&c.on_tie),
-            Self::Supermajority(p) => Some(&p.on_tie),
-            Self::Weighted(p) => Some(&p.on_tie),
-            _ => None,
-        }
-    }
-
     /// Whether ballots name one of the task's options.
     pub fn uses_options(&self) -> bool {
         matches!(
@@ -727,23 +717,13 @@ impl AlgorithmSpec {
             .unwrap_or_else(|| u32::try_from(n.saturating_sub(1) / 3).unwrap_or(u32::MAX))
     }
 
-    /// The choice family's `min_votes` (0 for the other algorithms).
-    pub fn min_votes(&self) -> u32 {
-        match self {
-            Self::Majority(c) | Self::Unanimous(c) | Self::Plurality(c) => c.min_votes,
-            Self::Supermajority(p) => p.min_votes,
-            Self::Weighted(p) => p.min_votes,
-            _ => 0,
-        }
-    }
-
     /// Checks that the spec can run over `n` participants.
     pub fn check_electorate(&self, n: usize) -> Result<(), ConfigError> {
         let name = self.name();
         if n == 0 {
             return Err(ConfigError::EmptyElectorate);
         }
-        let min_votes = self.min_votes() as usize;
+        let min_votes = ChoiceRule::for_spec(self).map_or(0, |rule| rule.min_votes);
         if min_votes > n {
             return Err(ConfigError::InsufficientParticipants {
                 algorithm: name,

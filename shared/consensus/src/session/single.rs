@@ -76,7 +76,8 @@ impl Running {
 
 impl SingleRound {
     pub(crate) fn new(spec: AlgorithmSpec, scope: Scope, end_ms: u64) -> Result<Self, ConfigError> {
-        if let Some(OnTie::Escalate { supervisor }) = spec.on_tie() {
+        let rule = ChoiceRule::for_spec(&spec);
+        if let Some(OnTie::Escalate { supervisor }) = rule.as_ref().map(|r| &r.on_tie) {
             if !scope.electorate.contains(supervisor) {
                 return Err(ConfigError::params(
                     spec.name(),
@@ -84,8 +85,7 @@ impl SingleRound {
                 ));
             }
         }
-        let running =
-            ChoiceRule::for_spec(&spec).map(|rule| Running::new(rule, &scope, &BTreeMap::new()));
+        let running = rule.map(|rule| Running::new(rule, &scope, &BTreeMap::new()));
         Ok(Self {
             spec,
             scope,
@@ -214,8 +214,8 @@ impl SingleRound {
     /// Applies the task's tie policy: a new round over the tied options — of everyone
     /// (re-vote) or of the supervisor alone (escalate) — or `None` when the tie stands.
     fn break_tie(&mut self, ctx: &mut Ctx, tied: Vec<String>) -> Option<Step> {
-        let on_tie = self.spec.on_tie()?;
-        let limit = match on_tie {
+        let on_tie = self.running.as_ref()?.rule.on_tie.clone();
+        let limit = match &on_tie {
             OnTie::Fail => return None,
             OnTie::Revote { max_revotes } => *max_revotes,
             OnTie::Escalate { .. } => 1,
@@ -224,7 +224,7 @@ impl SingleRound {
             return None;
         }
         self.tie_rounds += 1;
-        let electorate = match on_tie {
+        let electorate = match &on_tie {
             // Checked against the electorate when the session started.
             OnTie::Escalate { supervisor } => self
                 .scope

@@ -21,7 +21,7 @@ use mabeam_protocol::{result::RoundRecord, session::VoteValue, Outcome};
 
 use super::{draw, TallyInput, TallyResult, Vote, EPSILON};
 use crate::{
-    algorithm::{AlgorithmSpec, Basis, TieBreak},
+    algorithm::{AlgorithmSpec, Basis, OnTie, TieBreak},
     Electorate,
 };
 
@@ -56,6 +56,7 @@ pub struct ChoiceRule {
     pub min_participation: f64,
     pub min_votes: usize,
     pub tie_break: TieBreak,
+    pub on_tie: OnTie,
     pub weighting: Weighting,
 }
 
@@ -68,6 +69,7 @@ impl ChoiceRule {
             min_participation: c.min_participation,
             min_votes: c.min_votes as usize,
             tie_break: c.tie_break,
+            on_tie: c.on_tie.clone(),
             weighting: Weighting::Equal,
         };
         Some(match spec {
@@ -96,6 +98,7 @@ impl ChoiceRule {
                 min_participation: p.min_participation,
                 min_votes: p.min_votes as usize,
                 tie_break: p.tie_break,
+                on_tie: p.on_tie.clone(),
                 weighting: Weighting::Equal,
             },
             AlgorithmSpec::Weighted(p) => Self {
@@ -108,6 +111,7 @@ impl ChoiceRule {
                 min_participation: p.min_participation,
                 min_votes: p.min_votes as usize,
                 tie_break: p.tie_break,
+                on_tie: p.on_tie.clone(),
                 weighting: if p.use_confidence {
                     Weighting::ExpertiseTimesConfidence
                 } else {
