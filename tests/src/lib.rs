@@ -28,7 +28,9 @@ use mabeam_protocol::{
     fault::{AgentBehaviour, FaultHeal, FaultKind, FaultList, FaultSpec},
     registry::{AgentList, AgentQuery},
     session::{SessionQuery, SessionView},
-    subjects, AgentId, ErrorReply, Limits, TaskId, TaskResult, PROTOCOL_VERSION,
+    subjects,
+    task::Priority,
+    AgentId, ErrorReply, Limits, TaskId, TaskResult, PROTOCOL_VERSION,
 };
 use mabeam_runtime::reply;
 pub use processes::{bin_dir, ServiceProcess};
@@ -520,10 +522,11 @@ impl Stack {
             .as_str()
             .expect("tests name their tasks")
             .to_owned();
-        let subject = match task["priority"].as_str() {
-            Some("high") => subjects::TASKS_SUBMIT_HIGH,
-            _ => subjects::TASKS_SUBMIT,
-        };
+        let priority: Priority = task["priority"]
+            .as_str()
+            .map_or(Ok(Priority::Normal), str::parse)
+            .expect("a valid priority");
+        let subject = priority.subject();
         let body = match content_type {
             ContentType::Json => serde_json::to_vec(&task).expect("json"),
             ContentType::MsgPack => {

@@ -122,11 +122,8 @@ async fn dead_letter(
     );
     headers.insert(subjects::DEADLETTER_STREAM_HEADER, delivery.queue.stream());
     // Both paths (last delivery, advisory) may see the same message: one dead letter.
-    let dedup_id = match delivery.queue {
-        Priority::Normal => format!("deadletter-{}", delivery.stream_seq),
-        Priority::High => format!("deadletter-high-{}", delivery.stream_seq),
-    };
-    headers.insert("Nats-Msg-Id", dedup_id);
+    let position = crate::intake::position(delivery.queue, delivery.stream_seq);
+    headers.insert("Nats-Msg-Id", format!("deadletter-{position}"));
     shared
         .js
         .publish_with_headers(

@@ -54,13 +54,18 @@ fn random_session_id(n: u64) -> SessionId {
     SessionId::new(format!("s-{n:016x}")).expect("hex digits make a valid id")
 }
 
+/// A task message's position, unique across both queues: `<seq>` in the normal queue (as
+/// before there were two), `high-<seq>` in the high one.
+pub(crate) fn position(queue: Priority, stream_seq: u64) -> String {
+    match queue {
+        Priority::Normal => stream_seq.to_string(),
+        Priority::High => format!("high-{stream_seq}"),
+    }
+}
+
 #[allow(clippy::expect_used)]
 fn sequence_id(queue: Priority, stream_seq: u64) -> TaskId {
-    let id = match queue {
-        Priority::Normal => format!("task-{stream_seq}"),
-        Priority::High => format!("task-high-{stream_seq}"),
-    };
-    TaskId::new(id).expect("digits make a valid id")
+    TaskId::new(format!("task-{}", position(queue, stream_seq))).expect("digits make a valid id")
 }
 
 pub(crate) async fn handle_task(

@@ -202,22 +202,7 @@ pub async fn run(global: &Global, args: &SubmitArgs, out: &mut dyn Write) -> Res
     let waited = args.wait_timeout.unwrap_or_else(|| {
         Duration::from_millis(task.timeout_ms.unwrap_or(DEFAULT_TASK_TIMEOUT_MS)) + WAIT_MARGIN
     });
-    let stored = if submitted.duplicate {
-        // The first submission may have finished already: its result is in the stream.
-        tasks.stored_result(&task_id).await
-    } else {
-        None
-    };
-    let result = match stored {
-        Some(result) => result,
-        None => watch
-            .wait_until(tokio::time::Instant::now() + waited)
-            .await
-            .map_err(|e| match e {
-                TaskError::NoResult { task_id, .. } => CtlError::ResultTimeout { task_id, waited },
-                other => task_error(other),
-            })?,
-    };
+    let result = watch.result(&submitted, waited).await.map_err(task_error)?;
     print_result(global, &result, out)?;
     Ok(match result.status {
         Status::Decided => exit::OK,

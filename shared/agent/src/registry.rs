@@ -1,12 +1,13 @@
 //! Calls to the registry: signed register / heartbeat / deregister requests and their
-//! replies (see the contract in the README: session `registry`, sequence = send time in µs).
+//! replies (see the contract in the README: session `registry`, sequence = send time in µs),
+//! and the swarm helpers' member queries.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use mabeam_protocol::{
     codec::{encode, ContentType, EncodeError, Message},
-    registry::{registry_header, RegistryAck},
+    registry::registry_header,
     AgentId, AgentKeypair, ErrorCode, Limits, SignedEnvelope,
 };
 use mabeam_runtime::reply;
@@ -89,14 +90,15 @@ pub(crate) fn signed_request<T: Message>(
     Ok(encode(ContentType::MsgPack, &envelope)?.into())
 }
 
-/// Sends a request and reads the acknowledgement.
-pub(crate) async fn call(
+/// Sends a request (a signed envelope, or a plain query) and reads the answer: a
+/// `RegistryAck`, or for queries an `AgentList`.
+pub(crate) async fn call<A: Message>(
     client: &async_nats::Client,
     subject: &'static str,
     body: Bytes,
     timeout: Duration,
     limits: Limits,
-) -> Result<RegistryAck, CallError> {
+) -> Result<A, CallError> {
     let request = async_nats::Request::new()
         .headers(reply::headers_for(ContentType::MsgPack))
         .payload(body)
@@ -111,8 +113,8 @@ pub(crate) async fn call(
             message: error.message,
         });
     }
-    reply::decode_message::<RegistryAck>(message.headers.as_ref(), &message.payload, &limits)
-        .map(|(ack, _)| ack)
+    reply::decode_message::<A>(message.headers.as_ref(), &message.payload, &limits)
+        .map(|(answer, _)| answer)
         .map_err(|e| CallError::BadReply(e.to_string()))
 }
 

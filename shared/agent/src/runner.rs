@@ -22,7 +22,7 @@ use mabeam_protocol::{
     codec::{encode, ContentType},
     fault::AgentFaultCommand,
     group::GroupMessage,
-    registry::{Deregistration, Heartbeat, Registration},
+    registry::{Deregistration, Heartbeat, Registration, RegistryAck},
     session::{
         Ballot, Phase, Proposal, RoundContext, SessionClosed, VoteValue, MESSAGE_TYPE_HEADER,
         MESSAGE_TYPE_PROPOSAL, MESSAGE_TYPE_SESSION_CLOSED,
@@ -125,7 +125,7 @@ enum CallKind {
 #[derive(Debug)]
 struct CallDone {
     kind: CallKind,
-    result: Result<mabeam_protocol::registry::RegistryAck, CallError>,
+    result: Result<RegistryAck, CallError>,
 }
 
 pub(crate) struct Runner<D> {
@@ -286,7 +286,7 @@ impl<D: Decider> Runner<D> {
             );
             match body {
                 Ok(body) => {
-                    let result = registry::call(
+                    let result = registry::call::<RegistryAck>(
                         &self.client,
                         subjects::REGISTRY_DEREGISTER,
                         body,

@@ -57,7 +57,10 @@ use mabeam_protocol::{
 use mabeam_runtime::reply;
 use serde_json::{json, Value};
 
-use crate::tasks::{TaskClient, TaskError};
+use crate::{
+    registry,
+    tasks::{TaskClient, TaskError},
+};
 
 /// Who belongs to a swarm.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -245,28 +248,14 @@ impl Swarm {
         };
         let body = encode(ContentType::MsgPack, &query)
             .map_err(|e| SwarmError::Registry(e.to_string()))?;
-        let request = async_nats::Request::new()
-            .payload(body.into())
-            .headers(reply::headers_for(ContentType::MsgPack))
-            .timeout(Some(self.request_timeout));
-        let answer = self
-            .tasks
-            .client()
-            .send_request(subjects::REGISTRY_QUERY, request)
-            .await
-            .map_err(|e| SwarmError::Registry(e.to_string()))?;
-        if let Some(error) = reply::as_error(answer.headers.as_ref(), &answer.payload) {
-            return Err(SwarmError::Registry(format!(
-                "{}: {}",
-                error.code.as_str(),
-                error.message
-            )));
-        }
-        let (list, _) = reply::decode_message::<AgentList>(
-            answer.headers.as_ref(),
-            &answer.payload,
-            &self.limits,
+        let list: AgentList = registry::call(
+            self.tasks.client(),
+            subjects::REGISTRY_QUERY,
+            body.into(),
+            self.request_timeout,
+            self.limits,
         )
+        .await
         .map_err(|e| SwarmError::Registry(e.to_string()))?;
         Ok(list
             .agents

@@ -194,15 +194,9 @@ impl TaskClient {
                 id
             }
         };
-        let deadline = Instant::now() + wait;
         let mut watch = self.watch(&task_id).await?;
         let submitted = self.submit(&task, ct).await?;
-        if submitted.duplicate {
-            if let Some(result) = self.stored_result(&task_id).await {
-                return Ok(result);
-            }
-        }
-        watch.wait_until(deadline).await
+        watch.result(&submitted, wait).await
     }
 }
 
@@ -215,11 +209,22 @@ pub struct ResultWatch {
 }
 
 impl ResultWatch {
-    /// The result, live or (when the live copy does not come by `deadline`) stored.
-    /// Messages on the result subject that are not a readable result are skipped, with a
-    /// warning: a stray publisher must not end the wait.
-    pub async fn wait_until(&mut self, deadline: Instant) -> Result<TaskResult, TaskError> {
-        let started = Instant::now();
+    /// The result of the task `submitted` describes, waiting up to `wait`: live, or stored
+    /// in the results stream when the live copy does not come in time. A duplicate of a task
+    /// that already finished is answered from the results stream at once. Messages on the
+    /// result subject that are not a readable result are skipped, with a warning: a stray
+    /// publisher must not end the wait.
+    pub async fn result(
+        &mut self,
+        submitted: &Submitted,
+        wait: Duration,
+    ) -> Result<TaskResult, TaskError> {
+        if submitted.duplicate {
+            if let Some(result) = self.client.stored_result(&self.task).await {
+                return Ok(result);
+            }
+        }
+        let deadline = Instant::now() + wait;
         loop {
             let Ok(Some(message)) = tokio::time::timeout_at(deadline, self.live.next()).await
             else {
@@ -228,7 +233,7 @@ impl ResultWatch {
                     Some(result) => Ok(result),
                     None => Err(TaskError::NoResult {
                         task_id: self.task.clone(),
-                        waited: started.elapsed(),
+                        waited: wait,
                     }),
                 };
             };
